@@ -1,0 +1,40 @@
+# thinsnap: thin wrappers over tools/install-deps, CMake and CTest.
+BUILD    ?= build
+JOBS     ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps build test test-long demo sanitize format clean
+
+all: build
+
+deps:
+	tools/install-deps
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+# Unit tests, gRPC tests and the dm-thin suites inside the qemu VM.
+test: deps build
+	ctest --test-dir $(BUILD) --output-on-failure -j 1
+
+# Soak and randomised crash runs (longer than the per-submission suite).
+test-long: deps build
+	ctest --test-dir $(BUILD) --output-on-failure -L long
+
+# Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+sanitize: deps
+	cmake -S . -B $(BUILD)-asan -DTHINSNAP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+	cmake --build $(BUILD)-asan -j $(JOBS) --target unit_tests
+	ctest --test-dir $(BUILD)-asan --output-on-failure -L unit
+
+demo: deps build
+	tools/demo $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.cc' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan

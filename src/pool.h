@@ -1,0 +1,81 @@
+// ThinPool: the block-level operations the snapshotter needs from a thin pool.
+//
+// The interface speaks only of thin device ids; it knows nothing of snapshot
+// keys, kinds or labels. The production implementation (dm_pool.h) drives a
+// device-mapper thin-pool through libdevmapper; tests use an in-memory fake.
+//
+// Thread safety: implementations must be safe to call from many threads. Pool
+// messages (CreateThin/CreateSnap/Delete/SetTransactionId) may be serialised
+// internally; activation and deactivation of different ids must not be.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+
+namespace thinsnap {
+
+// dm-thin device ids are 24 bits wide.
+using ThinId = uint32_t;
+inline constexpr ThinId kMaxThinId = 0xffffff;
+
+enum class Access { kReadWrite, kReadOnly };
+
+struct PoolStatus {
+  uint64_t transaction_id = 0;
+  uint64_t data_block_bytes = 0;  // size of one data block
+  uint64_t data_used_blocks = 0;
+  uint64_t data_total_blocks = 0;
+  uint64_t meta_used_blocks = 0;  // 4 KiB metadata blocks
+  uint64_t meta_total_blocks = 0;
+  bool read_only = false;          // mode "ro"
+  bool out_of_data_space = false;  // mode "out_of_data_space"
+  bool needs_check = false;
+  bool failed = false;             // status "Fail"
+  bool error_if_no_space = false;  // false means queue_if_no_space
+};
+
+class ThinPool {
+ public:
+  virtual ~ThinPool() = default;
+
+  // The pool's device-mapper name.
+  virtual const std::string& name() const = 0;
+
+  // --- Pool metadata messages. Each is durable when it returns. ---
+  // AlreadyExists (EEXIST) if `id` is taken.
+  virtual Status CreateThin(ThinId id) = 0;
+  // Snapshot of `origin` as `id`. If `origin` is active it is suspended around
+  // the message, as the kernel requires. AlreadyExists if `id` is taken,
+  // NotFound if `origin` does not exist.
+  virtual Status CreateSnap(ThinId id, ThinId origin) = 0;
+  // NotFound (ENODATA) if `id` does not exist; Unavailable (EBUSY) if it is
+  // still active.
+  virtual Status Delete(ThinId id) = 0;
+  // Compare-and-set of the pool's transaction id. InvalidArgument (EINVAL) if
+  // the current id is not `expected`.
+  virtual Status SetTransactionId(uint64_t expected, uint64_t next) = 0;
+
+  virtual Result<PoolStatus> QueryStatus() = 0;
+
+  // The exact set of thin ids in the pool's metadata (not just active ones).
+  virtual Result<std::vector<ThinId>> ListThinIds() = 0;
+
+  // --- Thin device activation. ---
+  // The block-device node of `id` when active: /dev/mapper/<pool>-thin-<id>.
+  virtual std::string DevicePath(ThinId id) const = 0;
+  // Loads `0 <size/512> thin <pool> <id>` under the id-derived name. A no-op if
+  // the device is already active with the same access.
+  virtual Status Activate(ThinId id, uint64_t size_bytes, Access access) = 0;
+  // Flushes and removes the device; a no-op if it is not active. If the device
+  // is still open, schedules deferred removal and returns Unavailable (EBUSY).
+  virtual Status Deactivate(ThinId id) = 0;
+  // Ids of this pool's thin devices that are currently active.
+  virtual Result<std::vector<ThinId>> ListActive() = 0;
+  // Bytes mapped by an active thin device (mapped sectors x 512).
+  virtual Result<uint64_t> MappedBytes(ThinId id) = 0;
+};
+
+}  // namespace thinsnap

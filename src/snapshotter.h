@@ -1,0 +1,84 @@
+// Snapshotter: containerd's snapshot semantics over a ThinPool and a Store.
+//
+// Every snapshot is one thin device. Prepare/View snapshot the parent's thin
+// id (or the pool's pre-formatted base device for a root snapshot); Commit
+// deactivates the device and records it as immutable; Remove deletes it.
+//
+// Keys are global: containerd already prefixes them with its namespace.
+// Keys are opaque bytes (1..4096, no NUL) and never reach a path or a device
+// name: devices are named from thin ids.
+//
+// Errors follow containerd: NotFound, AlreadyExists, FailedPrecondition,
+// InvalidArgument, ResourceExhausted (pool nearly full), Unavailable.
+//
+// Thread safety: all methods may be called concurrently. No lock is held
+// across slow device I/O; independent Prepares proceed in parallel.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "filesystem.h"
+#include "pool.h"
+#include "snapshot_types.h"
+#include "store.h"
+
+namespace thinsnap {
+
+struct SnapshotterOptions {
+  uint64_t base_size_bytes = 10ull << 30;  // virtual size of every thin device
+  // Remove only marks the snapshot; Cleanup (and the background reaper)
+  // deactivate and delete its device.
+  bool async_remove = false;
+  // Prepare/View fail with ResourceExhausted when free data or metadata space
+  // would drop below this percentage of the pool.
+  double min_free_space_percent = 10.0;
+};
+
+class Snapshotter {
+ public:
+  // Opens the snapshotter; creates and formats the base device on first use.
+  static Result<std::unique_ptr<Snapshotter>> Open(std::unique_ptr<Store> store,
+                                                   std::unique_ptr<ThinPool> pool,
+                                                   std::unique_ptr<Filesystem> fs,
+                                                   SnapshotterOptions options);
+  ~Snapshotter();
+
+  Snapshotter(const Snapshotter&) = delete;
+  Snapshotter& operator=(const Snapshotter&) = delete;
+
+  Result<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent,
+                                     const Labels& labels);
+  Result<std::vector<Mount>> View(const std::string& key, const std::string& parent,
+                                  const Labels& labels);
+  Result<std::vector<Mount>> Mounts(const std::string& key);
+  Status Commit(const std::string& name, const std::string& key, const Labels& labels);
+  Status Remove(const std::string& key);
+  Result<Info> Stat(const std::string& key);
+  // Updates labels only. `field_paths` may hold "labels" (replace all) and
+  // "labels.<key>" (set or, if absent from `info`, delete one). Empty paths
+  // mean "labels".
+  Result<Info> Update(const Info& info, const std::vector<std::string>& field_paths);
+  Result<Usage> GetUsage(const std::string& key);
+  // Calls `fn` for every snapshot matching any of `filters` (containerd
+  // filter syntax; empty = all). Stops early if `fn` returns non-OK.
+  Status Walk(const std::vector<std::string>& filters,
+              const std::function<Status(const Info&)>& fn);
+  // Deletes devices of removed snapshots (async_remove or busy devices).
+  Status Cleanup();
+  // Waits for in-flight operations; later calls return Unavailable.
+  void Close();
+
+ private:
+  struct Impl;
+  explicit Snapshotter(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace thinsnap
