@@ -1,0 +1,179 @@
+#include "fake/fake_pool.h"
+
+#include <map>
+#include <mutex>
+#include <set>
+
+namespace thinsnap::testing {
+namespace {
+
+struct Device {
+  uint64_t mapped_bytes = 0;
+};
+
+struct Active {
+  Access access;
+  bool open = false;
+};
+
+class FakePoolState final : public FakePoolControl {
+ public:
+  std::vector<ThinId> ThinIds() const override {
+    std::lock_guard lock(mu);
+    std::vector<ThinId> ids;
+    for (const auto& [id, dev] : devices) ids.push_back(id);
+    return ids;
+  }
+  std::vector<ThinId> ActiveIds() const override {
+    std::lock_guard lock(mu);
+    std::vector<ThinId> ids;
+    for (const auto& [id, a] : active) ids.push_back(id);
+    return ids;
+  }
+  void SetMappedBytes(ThinId id, uint64_t bytes) override {
+    std::lock_guard lock(mu);
+    devices[id].mapped_bytes = bytes;
+  }
+  void SetDataUsage(uint64_t used, uint64_t total) override {
+    std::lock_guard lock(mu);
+    data_used = used;
+    data_total = total;
+  }
+  void SetNeedsCheck(bool v) override {
+    std::lock_guard lock(mu);
+    needs_check = v;
+  }
+  void SetOpen(ThinId id, bool open) override {
+    std::lock_guard lock(mu);
+    if (auto it = active.find(id); it != active.end()) it->second.open = open;
+  }
+  void FailNextMessage(int err) override {
+    std::lock_guard lock(mu);
+    fail_next = err;
+  }
+
+  // Returns the injected errno once, then clears it.
+  int TakeFailure() {
+    int err = fail_next;
+    fail_next = 0;
+    return err;
+  }
+
+  mutable std::mutex mu;
+  std::map<ThinId, Device> devices;
+  std::map<ThinId, Active> active;
+  uint64_t transaction_id = 0;
+  uint64_t data_used = 0;
+  uint64_t data_total = 1 << 20;
+  bool needs_check = false;
+  int fail_next = 0;
+};
+
+class FakePool final : public ThinPool {
+ public:
+  explicit FakePool(std::shared_ptr<FakePoolState> s) : s_(std::move(s)) {}
+
+  const std::string& name() const override { return name_; }
+
+  Status CreateThin(ThinId id) override {
+    std::lock_guard lock(s_->mu);
+    if (int err = s_->TakeFailure()) return Status::FromErrno(err, "create_thin");
+    if (s_->devices.count(id)) return Status::FromErrno(EEXIST, "create_thin");
+    s_->devices[id] = {};
+    return Status::Ok();
+  }
+  Status CreateSnap(ThinId id, ThinId origin) override {
+    std::lock_guard lock(s_->mu);
+    if (int err = s_->TakeFailure()) return Status::FromErrno(err, "create_snap");
+    if (s_->devices.count(id)) return Status::FromErrno(EEXIST, "create_snap");
+    auto it = s_->devices.find(origin);
+    if (it == s_->devices.end()) return Status::FromErrno(ENODATA, "create_snap origin");
+    s_->devices[id] = it->second;
+    return Status::Ok();
+  }
+  Status Delete(ThinId id) override {
+    std::lock_guard lock(s_->mu);
+    if (int err = s_->TakeFailure()) return Status::FromErrno(err, "delete");
+    if (!s_->devices.count(id)) return Status::FromErrno(ENODATA, "delete");
+    if (s_->active.count(id)) return Status::FromErrno(EBUSY, "delete");
+    s_->devices.erase(id);
+    return Status::Ok();
+  }
+  Status SetTransactionId(uint64_t expected, uint64_t next) override {
+    std::lock_guard lock(s_->mu);
+    if (s_->transaction_id != expected) return Status::FromErrno(EINVAL, "set_transaction_id");
+    s_->transaction_id = next;
+    return Status::Ok();
+  }
+  Result<PoolStatus> QueryStatus() override {
+    std::lock_guard lock(s_->mu);
+    PoolStatus st;
+    st.transaction_id = s_->transaction_id;
+    st.data_block_bytes = 64 << 10;
+    st.data_used_blocks = s_->data_used;
+    st.data_total_blocks = s_->data_total;
+    st.meta_used_blocks = 10 + s_->devices.size();
+    st.meta_total_blocks = 1 << 16;
+    st.needs_check = s_->needs_check;
+    st.error_if_no_space = true;
+    return st;
+  }
+  Result<std::vector<ThinId>> ListThinIds() override { return s_->ThinIds(); }
+
+  std::string DevicePath(ThinId id) const override {
+    return "/dev/mapper/fake-thin-" + std::to_string(id);
+  }
+  Status Activate(ThinId id, uint64_t, Access access) override {
+    std::lock_guard lock(s_->mu);
+    if (!s_->devices.count(id)) return Status::FromErrno(ENODATA, "activate");
+    auto it = s_->active.find(id);
+    if (it != s_->active.end()) {
+      if (it->second.access == access) return Status::Ok();
+      return Status::FromErrno(EBUSY, "activate with other access");
+    }
+    s_->active[id] = {access, false};
+    return Status::Ok();
+  }
+  Status Deactivate(ThinId id) override {
+    std::lock_guard lock(s_->mu);
+    auto it = s_->active.find(id);
+    if (it == s_->active.end()) return Status::Ok();
+    if (it->second.open) return Status::FromErrno(EBUSY, "deactivate");
+    s_->active.erase(it);
+    return Status::Ok();
+  }
+  Result<std::vector<ThinId>> ListActive() override { return s_->ActiveIds(); }
+  Result<uint64_t> MappedBytes(ThinId id) override {
+    std::lock_guard lock(s_->mu);
+    if (!s_->active.count(id)) return Status::FromErrno(ENXIO, "status of inactive device");
+    return s_->devices[id].mapped_bytes;
+  }
+
+ private:
+  std::shared_ptr<FakePoolState> s_;
+  std::string name_ = "fake";
+};
+
+class FakeFilesystem final : public Filesystem {
+ public:
+  const std::string& type() const override { return type_; }
+  Status Format(const std::string&) override { return Status::Ok(); }
+  Result<int64_t> InodesUsed(const std::string&) override { return int64_t{11}; }
+
+ private:
+  std::string type_ = "ext4";
+};
+
+}  // namespace
+
+std::shared_ptr<FakePoolControl> MakeFakePoolState() { return std::make_shared<FakePoolState>(); }
+
+std::unique_ptr<ThinPool> MakeFakePool(std::shared_ptr<FakePoolControl> state) {
+  return std::make_unique<FakePool>(std::static_pointer_cast<FakePoolState>(std::move(state)));
+}
+
+std::unique_ptr<ThinPool> MakeFakePool() { return MakeFakePool(MakeFakePoolState()); }
+
+std::unique_ptr<Filesystem> MakeFakeFilesystem() { return std::make_unique<FakeFilesystem>(); }
+
+}  // namespace thinsnap::testing
