@@ -1,0 +1,211 @@
+#include "daemon/config.h"
+
+#include <sys/un.h>
+
+#include <array>
+#include <charconv>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <toml++/toml.h>
+
+namespace thinsnap {
+
+namespace {
+
+constexpr std::array<std::string_view, 7> kLogLevels = {"trace", "debug",    "info", "warn",
+                                                        "error", "critical", "off"};
+
+bool IsLogLevel(std::string_view level) {
+  for (std::string_view known : kLogLevels) {
+    if (level == known) return true;
+  }
+  return false;
+}
+
+bool IsExtType(std::string_view type) {
+  return type == "ext2" || type == "ext3" || type == "ext4";
+}
+
+// Errors point at the offending key in the file.
+class KeyError {
+ public:
+  KeyError(const std::string& path, const toml::key& key, const toml::node& value)
+      : prefix_(path + ":" + std::to_string(value.source().begin.line) + ": " +
+                std::string(key.str()) + ": ") {}
+  Status operator()(const std::string& problem) const {
+    return Status::InvalidArgument(prefix_ + problem);
+  }
+
+ private:
+  std::string prefix_;
+};
+
+using KeyHandler = std::function<Status(const toml::node&, const KeyError&, Config&)>;
+
+Status ReadString(const toml::node& node, const KeyError& err, std::string& out) {
+  const auto* value = node.as_string();
+  if (value == nullptr) return err("expected a string");
+  if (value->get().empty()) return err("must not be empty");
+  out = value->get();
+  return Status::Ok();
+}
+
+const std::map<std::string, KeyHandler, std::less<>>& Handlers() {
+  static const auto* handlers = new std::map<std::string, KeyHandler, std::less<>>{
+      {"root_dir",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         return ReadString(n, e, c.root_dir);
+       }},
+      {"socket",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         return ReadString(n, e, c.socket);
+       }},
+      {"pool_name",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         return ReadString(n, e, c.pool_name);
+       }},
+      {"base_size",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         if (const auto* bytes = n.as_integer()) {
+           if (bytes->get() <= 0) return e("must be positive");
+           Result<uint64_t> size = ParseSize(std::to_string(bytes->get()));
+           if (!size.ok()) return e(size.status().message());
+           c.base_size_bytes = *size;
+           return Status::Ok();
+         }
+         const auto* text = n.as_string();
+         if (text == nullptr) return e("expected a size string like \"10GiB\" or an integer");
+         Result<uint64_t> size = ParseSize(text->get());
+         if (!size.ok()) return e(size.status().message());
+         c.base_size_bytes = *size;
+         return Status::Ok();
+       }},
+      {"fs_type",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         THINSNAP_RETURN_IF_ERROR(ReadString(n, e, c.fs_type));
+         if (!IsExtType(c.fs_type)) return e("must be one of ext2, ext3, ext4");
+         return Status::Ok();
+       }},
+      {"fs_options",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         const auto* array = n.as_array();
+         if (array == nullptr) return e("expected an array of strings");
+         std::vector<std::string> options;
+         for (const toml::node& element : *array) {
+           const auto* option = element.as_string();
+           if (option == nullptr) return e("expected an array of strings");
+           options.push_back(option->get());
+         }
+         c.fs_options = std::move(options);
+         return Status::Ok();
+       }},
+      {"async_remove",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         const auto* value = n.as_boolean();
+         if (value == nullptr) return e("expected true or false");
+         c.async_remove = value->get();
+         return Status::Ok();
+       }},
+      {"min_free_space_percent",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         double percent;
+         if (const auto* i = n.as_integer()) {
+           percent = static_cast<double>(i->get());
+         } else if (const auto* f = n.as_floating_point()) {
+           percent = f->get();
+         } else {
+           return e("expected a number");
+         }
+         if (!(percent >= 0 && percent < 100)) return e("must be in [0, 100)");
+         c.min_free_space_percent = percent;
+         return Status::Ok();
+       }},
+      {"log_level",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         THINSNAP_RETURN_IF_ERROR(ReadString(n, e, c.log_level));
+         if (!IsLogLevel(c.log_level)) {
+           return e("must be one of trace, debug, info, warn, error, critical, off");
+         }
+         return Status::Ok();
+       }},
+  };
+  return *handlers;
+}
+
+}  // namespace
+
+Result<uint64_t> ParseSize(std::string_view text) {
+  const std::string quoted = "\"" + std::string(text) + "\"";
+  uint64_t number = 0;
+  const char* begin = text.data();
+  const char* end = text.data() + text.size();
+  auto [unit_begin, ec] = std::from_chars(begin, end, number);
+  if (ec != std::errc() || unit_begin == begin) {
+    return Status::InvalidArgument("size " + quoted + " must start with a decimal integer");
+  }
+  static const std::map<std::string, uint64_t, std::less<>> kUnits = {
+      {"", 1},          {"B", 1},          {"K", 1ull << 10}, {"KiB", 1ull << 10},
+      {"M", 1ull << 20}, {"MiB", 1ull << 20}, {"G", 1ull << 30}, {"GiB", 1ull << 30},
+      {"T", 1ull << 40}, {"TiB", 1ull << 40}};
+  auto unit = kUnits.find(std::string_view(unit_begin, end - unit_begin));
+  if (unit == kUnits.end()) {
+    return Status::InvalidArgument("size " + quoted +
+                                   " has an unknown unit (use B, K, KiB, M, MiB, G, GiB, T, TiB)");
+  }
+  if (number > std::numeric_limits<uint64_t>::max() / unit->second) {
+    return Status::InvalidArgument("size " + quoted + " is too large");
+  }
+  const uint64_t bytes = number * unit->second;
+  if (bytes == 0 || bytes % 512 != 0) {
+    return Status::InvalidArgument("size " + quoted + " must be a positive multiple of 512 bytes");
+  }
+  return bytes;
+}
+
+Result<Config> LoadConfig(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return Status::NotFound("config file " + path + " does not exist");
+  }
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return Status::InvalidArgument(path + ":" + std::to_string(e.source().begin.line) + ": " +
+                                   std::string(e.description()));
+  }
+  Config config;
+  for (const auto& [key, value] : table) {
+    const KeyError err(path, key, value);
+    auto handler = Handlers().find(key.str());
+    if (handler == Handlers().end()) return err("unknown key");
+    THINSNAP_RETURN_IF_ERROR(handler->second(value, err, config));
+  }
+  return config;
+}
+
+Status ValidateConfig(const Config& config) {
+  if (config.pool_name.empty()) {
+    return Status::InvalidArgument("pool_name is required (config file or --pool)");
+  }
+  if (config.root_dir.empty() || config.root_dir.front() != '/') {
+    return Status::InvalidArgument("root_dir must be an absolute path: \"" + config.root_dir + "\"");
+  }
+  if (config.socket.empty() || config.socket.front() != '/') {
+    return Status::InvalidArgument("socket must be an absolute path: \"" + config.socket + "\"");
+  }
+  if (config.socket.size() >= sizeof(sockaddr_un{}.sun_path)) {
+    return Status::InvalidArgument("socket path is longer than " +
+                                   std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                                   " bytes: \"" + config.socket + "\"");
+  }
+  if (!IsLogLevel(config.log_level)) {
+    return Status::InvalidArgument("log_level must be one of trace, debug, info, warn, error, "
+                                   "critical, off: \"" + config.log_level + "\"");
+  }
+  return Status::Ok();
+}
+
+}  // namespace thinsnap
