@@ -1,0 +1,331 @@
+#include "dm/device_mapper.h"
+
+#include <libdevmapper.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdarg>
+#include <cstdio>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+namespace thinsnap::dm {
+namespace {
+
+// libdevmapper reports through a log callback; keep the last error of the
+// calling thread so a failure that carries no errno still explains itself.
+thread_local std::string t_last_error;
+
+void CaptureLog(int level, const char* /*file*/, int /*line*/, int /*dm_errno*/, const char* f,
+                ...) {
+  // Levels below the flag bits: 3 is error, 4 warning, higher is chatter.
+  if ((level & 0x7f) > 3) return;
+  char buf[512];
+  va_list ap;
+  va_start(ap, f);
+  vsnprintf(buf, sizeof(buf), f, ap);
+  va_end(ap);
+  t_last_error = buf;
+}
+
+// One-time library setup, done before any task runs so that libdevmapper's
+// lazily initialised globals (control fd, version check) are not raced.
+void InitOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    dm_log_with_errno_init(CaptureLog);
+    // Never wait on udev cookies: in a guest without udev they never complete.
+    dm_udev_set_sync_support(0);
+    (void)dm_udev_get_sync_support();  // primes libdevmapper's lazy udev probe
+    dm_hold_control_dev(1);
+    if (dm_task* t = dm_task_create(DM_DEVICE_VERSION)) {
+      (void)dm_task_run(t);
+      dm_task_destroy(t);
+    }
+  });
+}
+
+// libdevmapper queues /dev/mapper node operations on one process-wide list
+// with no locking; resume queues them and dm_task_update_nodes() applies them.
+// Only that pair runs under this mutex. Removal keeps its node work out of the
+// list (see Remove), so the slow remove ioctl runs unlocked.
+std::mutex g_node_ops_mu;
+
+struct TaskDeleter {
+  void operator()(dm_task* t) const { dm_task_destroy(t); }
+};
+using TaskPtr = std::unique_ptr<dm_task, TaskDeleter>;
+
+Status Fail(dm_task* t, const std::string& what) {
+  int err = t ? dm_task_get_errno(t) : 0;
+  if (err != 0) return Status::FromErrno(err, what);
+  return Status::Internal(what + (t_last_error.empty() ? "" : ": " + t_last_error));
+}
+
+Result<TaskPtr> NewTask(int type, const std::string& name, const std::string& what) {
+  InitOnce();
+  t_last_error.clear();
+  TaskPtr t(dm_task_create(type));
+  if (!t) return Status::Internal(what + ": dm_task_create failed");
+  if (!name.empty() && !dm_task_set_name(t.get(), name.c_str())) {
+    return Fail(t.get(), what + ": bad name");
+  }
+  return t;
+}
+
+// Tells udev's dm rules to leave /dev/mapper alone for this task, so the node
+// has one owner. `library_fallback` = false also stops libdevmapper from
+// queueing node work for it. Sync is off, so no cookie is ever waited on.
+Status SetUdevFlags(dm_task* t, bool library_fallback, const std::string& what) {
+  uint32_t cookie = 0;
+  uint16_t flags = DM_UDEV_DISABLE_DM_RULES_FLAG | DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG;
+  if (!library_fallback) flags |= DM_UDEV_DISABLE_LIBRARY_FALLBACK;
+  if (!dm_task_set_cookie(t, &cookie, flags)) return Fail(t, what + ": set udev flags");
+  return Status::Ok();
+}
+
+Status AddTable(dm_task* t, const Table& table, const std::string& what) {
+  for (const Target& target : table) {
+    if (!dm_task_add_target(t, target.start_sector, target.length_sectors, target.type.c_str(),
+                            target.params.c_str())) {
+      return Fail(t, what + ": add target");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<Table> ReadTargets(dm_task* t) {
+  Table table;
+  void* next = nullptr;
+  do {
+    uint64_t start = 0, length = 0;
+    char* type = nullptr;
+    char* params = nullptr;
+    next = dm_get_next_target(t, next, &start, &length, &type, &params);
+    if (type == nullptr) break;  // no table at all
+    table.push_back(Target{start, length, type, params ? params : ""});
+  } while (next != nullptr);
+  return table;
+}
+
+// Removes /dev/mapper/<name> if it is a block node or a symlink.
+void UnlinkNode(const std::string& name) {
+  const std::string path = MapperPath(name);
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0 && (S_ISBLK(st.st_mode) || S_ISLNK(st.st_mode))) {
+    unlink(path.c_str());
+  }
+}
+
+}  // namespace
+
+std::string DevNum::ToString() const { return std::to_string(major) + ":" + std::to_string(minor); }
+
+Result<DevNum> ParseDevNum(std::string_view text) {
+  const size_t colon = text.find(':');
+  DevNum d;
+  if (colon == std::string_view::npos) return Status::InvalidArgument("not major:minor");
+  const char* b = text.data();
+  const char* e = text.data() + text.size();
+  auto r1 = std::from_chars(b, b + colon, d.major);
+  auto r2 = std::from_chars(b + colon + 1, e, d.minor);
+  if (colon == 0 || r1.ec != std::errc() || r1.ptr != b + colon || colon + 1 == text.size() ||
+      r2.ec != std::errc() || r2.ptr != e) {
+    return Status::InvalidArgument("not major:minor: '" + std::string(text) + "'");
+  }
+  return d;
+}
+
+Result<DevNum> BlockDevNum(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return Status::FromErrno(errno, "stat " + path);
+  if (!S_ISBLK(st.st_mode)) return Status::InvalidArgument(path + " is not a block device");
+  return DevNum{major(st.st_rdev), minor(st.st_rdev)};
+}
+
+std::string Target::ToString() const {
+  std::string s = std::to_string(start_sector) + " " + std::to_string(length_sectors) + " " + type;
+  if (!params.empty()) s += " " + params;
+  return s;
+}
+
+Status ValidateName(std::string_view name) {
+  if (name.empty() || name.size() > kMaxNameLength || name.find('/') != std::string_view::npos ||
+      name == "." || name == "..") {
+    return Status::InvalidArgument("invalid device-mapper name '" + std::string(name) + "'");
+  }
+  return Status::Ok();
+}
+
+std::string MapperPath(const std::string& name) { return "/dev/mapper/" + name; }
+
+Result<DeviceInfo> GetInfo(const std::string& name) {
+  const std::string what = "dm info " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  auto t = NewTask(DM_DEVICE_INFO, name, what);
+  if (!t.ok()) return t.status();
+  if (!dm_task_run(t->get())) return Fail(t->get(), what);
+  dm_info info;
+  if (!dm_task_get_info(t->get(), &info)) return Fail(t->get(), what);
+  DeviceInfo out;
+  out.exists = info.exists != 0;
+  if (!out.exists) return out;
+  out.suspended = info.suspended != 0;
+  out.read_only = info.read_only != 0;
+  out.live_table = info.live_table != 0;
+  out.inactive_table = info.inactive_table != 0;
+  out.deferred_remove = info.deferred_remove != 0;
+  out.open_count = info.open_count;
+  out.target_count = static_cast<uint32_t>(info.target_count);
+  out.dev = DevNum{info.major, info.minor};
+  return out;
+}
+
+Status Create(const std::string& name, const Table& table, const CreateOptions& options) {
+  const std::string what = "dm create " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  // Create empty, load, resume: only the resume touches /dev/mapper, so only
+  // it needs the node-ops mutex.
+  {
+    auto t = NewTask(DM_DEVICE_CREATE, name, what);
+    if (!t.ok()) return t.status();
+    if (!options.uuid.empty() && !dm_task_set_uuid(t->get(), options.uuid.c_str())) {
+      return Fail(t->get(), what + ": set uuid");
+    }
+    THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), /*library_fallback=*/false, what));
+    if (!dm_task_run(t->get())) {
+      // The kernel answers EBUSY for a name that is taken; say what it means.
+      if (dm_task_get_errno(t->get()) == EBUSY) {
+        return Status::FromErrno(EEXIST, what + ": name in use");
+      }
+      return Fail(t->get(), what);
+    }
+  }
+  Status st = Reload(name, table, options.read_only);
+  if (st.ok()) st = Resume(name);
+  if (!st.ok()) {
+    // Leave nothing half-made behind; the original error is what matters.
+    (void)Remove(name);
+    return st.Annotate(what);
+  }
+  return Status::Ok();
+}
+
+Status Reload(const std::string& name, const Table& table, bool read_only) {
+  const std::string what = "dm reload " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  auto t = NewTask(DM_DEVICE_RELOAD, name, what);
+  if (!t.ok()) return t.status();
+  if (read_only && !dm_task_set_ro(t->get())) return Fail(t->get(), what + ": set ro");
+  THINSNAP_RETURN_IF_ERROR(AddTable(t->get(), table, what));
+  if (!dm_task_run(t->get())) return Fail(t->get(), what);
+  return Status::Ok();
+}
+
+Status Suspend(const std::string& name) {
+  const std::string what = "dm suspend " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  auto t = NewTask(DM_DEVICE_SUSPEND, name, what);
+  if (!t.ok()) return t.status();
+  if (!dm_task_run(t->get())) return Fail(t->get(), what);
+  return Status::Ok();
+}
+
+Status Resume(const std::string& name) {
+  const std::string what = "dm resume " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  auto t = NewTask(DM_DEVICE_RESUME, name, what);
+  if (!t.ok()) return t.status();
+  // libdevmapper makes (or checks) /dev/mapper/<name> itself on resume.
+  THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), /*library_fallback=*/true, what));
+  std::lock_guard<std::mutex> lock(g_node_ops_mu);
+  const bool ok = dm_task_run(t->get());
+  dm_task_update_nodes();
+  if (!ok) return Fail(t->get(), what);
+  return Status::Ok();
+}
+
+Status Remove(const std::string& name, const RemoveOptions& options) {
+  const std::string what = "dm remove " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  for (int attempt = 0;; ++attempt) {
+    const bool last = attempt >= options.busy_retries;
+    const bool deferred = last && options.defer_if_busy;
+    auto t = NewTask(DM_DEVICE_REMOVE, name, what);
+    if (!t.ok()) return t.status();
+    // The node is unlinked here rather than through libdevmapper's shared
+    // node-op list, so removals need no process-wide lock.
+    THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), /*library_fallback=*/false, what));
+    if (deferred && !dm_task_deferred_remove(t->get())) return Fail(t->get(), what);
+    if (dm_task_run(t->get())) {
+      if (!deferred) {
+        UnlinkNode(name);
+        return Status::Ok();
+      }
+      // With the deferred flag the kernel succeeds even while the device is
+      // open; only a device that is really gone may lose its node.
+      auto info = GetInfo(name);
+      if (info.ok() && !info->exists) {
+        UnlinkNode(name);
+        return Status::Ok();
+      }
+      return Status::FromErrno(EBUSY, what + ": device is open, removal deferred");
+    }
+    const int err = dm_task_get_errno(t->get());
+    if (err == ENXIO) UnlinkNode(name);  // a stale node left by an earlier deferred removal
+    if (err != EBUSY || last) return Fail(t->get(), what);
+    std::this_thread::sleep_for(options.retry_delay);
+  }
+}
+
+Result<Table> GetTable(const std::string& name) {
+  const std::string what = "dm table " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  auto t = NewTask(DM_DEVICE_TABLE, name, what);
+  if (!t.ok()) return t.status();
+  if (!dm_task_run(t->get())) return Fail(t->get(), what);
+  return ReadTargets(t->get());
+}
+
+Result<Table> GetStatus(const std::string& name) {
+  const std::string what = "dm status " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  auto t = NewTask(DM_DEVICE_STATUS, name, what);
+  if (!t.ok()) return t.status();
+  if (!dm_task_run(t->get())) return Fail(t->get(), what);
+  return ReadTargets(t->get());
+}
+
+Status SendMessage(const std::string& name, const std::string& message) {
+  const std::string what = "dm message '" + message + "' to " + name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  auto t = NewTask(DM_DEVICE_TARGET_MSG, name, what);
+  if (!t.ok()) return t.status();
+  if (!dm_task_set_sector(t->get(), 0) || !dm_task_set_message(t->get(), message.c_str())) {
+    return Fail(t->get(), what);
+  }
+  if (!dm_task_run(t->get())) return Fail(t->get(), what);
+  return Status::Ok();
+}
+
+Result<std::vector<DeviceEntry>> ListDevices() {
+  const std::string what = "dm list";
+  auto t = NewTask(DM_DEVICE_LIST, "", what);
+  if (!t.ok()) return t.status();
+  if (!dm_task_run(t->get())) return Fail(t->get(), what);
+  std::vector<DeviceEntry> out;
+  dm_names* n = dm_task_get_names(t->get());
+  if (n == nullptr) return Fail(t->get(), what);
+  if (n->dev == 0) return out;  // the kernel marks an empty list with dev 0
+  for (;;) {
+    out.push_back(DeviceEntry{n->name, DevNum{major(n->dev), minor(n->dev)}});
+    if (n->next == 0) break;
+    n = reinterpret_cast<dm_names*>(reinterpret_cast<char*>(n) + n->next);
+  }
+  return out;
+}
+
+}  // namespace thinsnap::dm
