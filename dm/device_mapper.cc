@@ -120,6 +120,22 @@ void UnlinkNode(const std::string& name) {
   }
 }
 
+// Checks that /dev/mapper/<name> is the device's node. Udev was told to keep
+// out, so libdevmapper must have made it; a missing or foreign node would make
+// callers open the wrong thing.
+Status VerifyNode(const std::string& name) {
+  auto info = GetInfo(name);
+  if (!info.ok()) return info.status();
+  if (!info->exists) return Status::NotFound("dm device " + name + " vanished");
+  auto node = BlockDevNum(MapperPath(name));
+  if (!node.ok()) return node.status().Annotate("device node of " + name);
+  if (!(*node == info->dev)) {
+    return Status::Internal(MapperPath(name) + " is " + node->ToString() + ", not " +
+                            info->dev.ToString());
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 std::string DevNum::ToString() const { return std::to_string(major) + ":" + std::to_string(minor); }
@@ -206,6 +222,7 @@ Status Create(const std::string& name, const Table& table, const CreateOptions& 
   }
   Status st = Reload(name, table, options.read_only);
   if (st.ok()) st = Resume(name);
+  if (st.ok()) st = VerifyNode(name);
   if (!st.ok()) {
     // Leave nothing half-made behind; the original error is what matters.
     (void)Remove(name);
