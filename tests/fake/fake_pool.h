@@ -11,8 +11,6 @@
 
 namespace thinsnap::testing {
 
-class FakePool;
-
 // Knobs tests use to inspect the fake or inject faults.
 struct FakePoolControl {
   virtual ~FakePoolControl() = default;

@@ -1,0 +1,134 @@
+#include "reconciler.h"
+
+#include <algorithm>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+namespace thinsnap {
+namespace {
+
+std::string IdList(const std::vector<ThinId>& ids) {
+  std::string s;
+  for (ThinId id : ids) s += (s.empty() ? "" : ",") + std::to_string(id);
+  return s;
+}
+
+// Removes a thin id from the pool: deactivate, then delete.
+Status DestroyThin(ThinPool& pool, PoolTransactions& tx, ThinId id) {
+  THINSNAP_RETURN_IF_ERROR(pool.Deactivate(id));
+  return tx.Delete(id);
+}
+
+}  // namespace
+
+std::string ReconcileReport::Summary() const {
+  if (clean()) return "metadata and pool agree";
+  std::string s;
+  auto add = [&](const std::string& part) { s += (s.empty() ? "" : "; ") + part; };
+  if (unfinished_creates) add(std::to_string(unfinished_creates) + " unfinished create(s)");
+  if (unfinished_deletes) add(std::to_string(unfinished_deletes) + " unfinished delete(s)");
+  if (!orphan_ids.empty()) add("orphan thin ids [" + IdList(orphan_ids) + "]");
+  if (!stray_devices.empty()) add("stray active devices [" + IdList(stray_devices) + "]");
+  if (!reactivated.empty()) add("inactive snapshot devices [" + IdList(reactivated) + "]");
+  if (!lost.empty()) add(std::to_string(lost.size()) + " snapshot(s) without a thin device");
+  for (const auto& p : problems) add(p);
+  return s;
+}
+
+Result<ReconcileReport> Reconciler::Run(bool repair) {
+  ReconcileReport report;
+  THINSNAP_RETURN_IF_ERROR(UndoIntents(repair, &report));
+  THINSNAP_RETURN_IF_ERROR(DeleteOrphans(repair, &report));
+  THINSNAP_RETURN_IF_ERROR(FixActivation(repair, &report));
+  return report;
+}
+
+Status Reconciler::UndoIntents(bool repair, ReconcileReport* report) {
+  auto intents = store_.ListIntents();
+  if (!intents.ok()) return intents.status();
+  for (const Intent& intent : *intents) {
+    if (intent.op == IntentOp::kCreate) {
+      ++report->unfinished_creates;
+    } else {
+      ++report->unfinished_deletes;
+    }
+    if (!repair) continue;
+    Status st = DestroyThin(pool_, tx_, intent.thin_id);
+    if (!st.ok()) {
+      report->problems.push_back("thin id " + std::to_string(intent.thin_id) + ": " +
+                                 st.ToString());
+      continue;  // keep the intent: the next run retries
+    }
+    // An unfinished snapshot row goes with its intent (ON DELETE CASCADE).
+    THINSNAP_RETURN_IF_ERROR(intent.snapshot_id ? store_.DropUnfinished(intent.snapshot_id)
+                                                : store_.FinishIntent(intent.id));
+  }
+  return Status::Ok();
+}
+
+Status Reconciler::DeleteOrphans(bool repair, ReconcileReport* report) {
+  auto in_pool = pool_.ListThinIds();
+  if (!in_pool.ok()) return in_pool.status().Annotate("list thin ids");
+  auto known = store_.ThinIdsInUse();
+  if (!known.ok()) return known.status();
+  const std::set<ThinId> pool_ids(in_pool->begin(), in_pool->end());
+  const std::set<ThinId> db_ids(known->begin(), known->end());
+
+  for (ThinId id : pool_ids) {
+    if (db_ids.count(id)) continue;
+    report->orphan_ids.push_back(id);
+    if (!repair) continue;
+    // Record first, so a crash during the delete is finished next time.
+    auto intent = store_.RecordDelete(id);
+    if (!intent.ok()) return intent.status();
+    Status st = DestroyThin(pool_, tx_, id);
+    if (!st.ok()) {
+      report->problems.push_back("orphan " + std::to_string(id) + ": " + st.ToString());
+      continue;
+    }
+    THINSNAP_RETURN_IF_ERROR(store_.FinishIntent(intent->id));
+  }
+
+  Status st = store_.ForEach([&](const SnapshotRecord& r) {
+    if (!pool_ids.count(r.thin_id)) report->lost.push_back(r.info.name);
+    return Status::Ok();
+  });
+  THINSNAP_RETURN_IF_ERROR(st);
+  auto base = store_.GetBase();
+  if (!base.ok()) return base.status();
+  if (*base && !pool_ids.count((*base)->thin_id)) report->lost.push_back("(base device)");
+  return Status::Ok();
+}
+
+Status Reconciler::FixActivation(bool repair, ReconcileReport* report) {
+  auto active_ids = pool_.ListActive();
+  if (!active_ids.ok()) return active_ids.status().Annotate("list active devices");
+  const std::set<ThinId> active(active_ids->begin(), active_ids->end());
+
+  std::set<ThinId> wanted;
+  for (Kind kind : {Kind::kActive, Kind::kView}) {
+    auto records = store_.ListByKind(kind);
+    if (!records.ok()) return records.status();
+    for (const SnapshotRecord& r : *records) {
+      wanted.insert(r.thin_id);
+      if (active.count(r.thin_id)) continue;
+      report->reactivated.push_back(r.thin_id);
+      if (!repair) continue;
+      Access access = kind == Kind::kView ? Access::kReadOnly : Access::kReadWrite;
+      Status st = pool_.Activate(r.thin_id, r.size_bytes, access);
+      if (!st.ok()) report->problems.push_back("activate " + r.info.name + ": " + st.ToString());
+    }
+  }
+  for (ThinId id : active) {
+    if (wanted.count(id)) continue;
+    report->stray_devices.push_back(id);
+    if (!repair) continue;
+    Status st = pool_.Deactivate(id);
+    // A committed layer still mounted by someone is left to deferred removal.
+    if (!st.ok()) spdlog::warn("deactivate stray device {}: {}", id, st.ToString());
+  }
+  return Status::Ok();
+}
+
+}  // namespace thinsnap

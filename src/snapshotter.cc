@@ -1,0 +1,424 @@
+#include "snapshotter.h"
+
+#include <chrono>
+#include <condition_variable>
+
+#include <spdlog/spdlog.h>
+
+#include "base/failpoint.h"
+#include "filter.h"
+#include "pool_transactions.h"
+#include "reconciler.h"
+#include "thin_ids.h"
+
+namespace thinsnap {
+namespace {
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+double FreePercent(uint64_t used, uint64_t total) {
+  return total == 0 ? 0.0 : 100.0 * static_cast<double>(total - used) / static_cast<double>(total);
+}
+
+}  // namespace
+
+struct Snapshotter::Impl {
+  Impl(std::unique_ptr<Store> s, std::unique_ptr<ThinPool> p, std::unique_ptr<Filesystem> f,
+       SnapshotterOptions o)
+      : store(std::move(s)), pool(std::move(p)), fs(std::move(f)), opts(o), tx(*pool) {}
+
+  // Counts a call in flight; Close() waits for them. Unavailable once closed.
+  class CallGuard {
+   public:
+    explicit CallGuard(Impl& impl) : impl_(impl) {
+      std::lock_guard lock(impl_.life_mu);
+      admitted_ = !impl_.closed;
+      if (admitted_) ++impl_.in_flight;
+    }
+    ~CallGuard() {
+      if (!admitted_) return;
+      std::lock_guard lock(impl_.life_mu);
+      if (--impl_.in_flight == 0) impl_.life_cv.notify_all();
+    }
+    Status status() const {
+      return admitted_ ? Status::Ok() : Status::Unavailable("snapshotter is closed");
+    }
+
+   private:
+    Impl& impl_;
+    bool admitted_;
+  };
+
+  Status CheckFreeSpace();
+  Status EnsureBase();
+  Result<std::vector<Mount>> Create(Kind kind, const std::string& key, const std::string& parent,
+                                    const Labels& labels);
+  Status DestroyDevice(const Intent& intent);
+  std::vector<Mount> MountsFor(const SnapshotRecord& r) const;
+
+  std::unique_ptr<Store> store;
+  std::unique_ptr<ThinPool> pool;
+  std::unique_ptr<Filesystem> fs;
+  const SnapshotterOptions opts;
+  PoolTransactions tx;
+  ThinIdAllocator ids;
+  ThinIdLocks id_locks;
+  BaseDevice base;
+  std::mutex update_mu;  // serialises label read-modify-write
+
+  std::mutex life_mu;
+  std::condition_variable life_cv;
+  int in_flight = 0;
+  bool closed = false;
+};
+
+Status Snapshotter::Impl::CheckFreeSpace() {
+  auto st = pool->QueryStatus();
+  if (!st.ok()) return st.status().Annotate("pool status");
+  if (st->failed || st->read_only || st->needs_check) {
+    return Status::Unavailable("pool " + pool->name() +
+                               " is failed or read-only; run `thinsnapctl check`");
+  }
+  const double data_free = FreePercent(st->data_used_blocks, st->data_total_blocks);
+  const double meta_free = FreePercent(st->meta_used_blocks, st->meta_total_blocks);
+  if (st->out_of_data_space || data_free < opts.min_free_space_percent) {
+    return Status::ResourceExhausted(fmt::format(
+        "pool {} has {:.1f}% free data space, below the {:.1f}% minimum", pool->name(), data_free,
+        opts.min_free_space_percent));
+  }
+  if (meta_free < opts.min_free_space_percent) {
+    return Status::ResourceExhausted(fmt::format(
+        "pool {} has {:.1f}% free metadata space, below the {:.1f}% minimum", pool->name(),
+        meta_free, opts.min_free_space_percent));
+  }
+  return Status::Ok();
+}
+
+// Creates and formats the pool's base device once; every root snapshot is a
+// thin snapshot of it, so mkfs never runs per layer.
+Status Snapshotter::Impl::EnsureBase() {
+  auto existing = store->GetBase();
+  if (!existing.ok()) return existing.status();
+  if (*existing) {
+    base = **existing;
+    if (base.size_bytes != opts.base_size_bytes || base.fs_type != fs->type()) {
+      spdlog::warn("base device was created as {} bytes of {}; keeping it (configured: {} of {})",
+                   base.size_bytes, base.fs_type, opts.base_size_bytes, fs->type());
+    }
+    return Status::Ok();
+  }
+  auto id = ids.Allocate();
+  if (!id.ok()) return id.status();
+  auto intent = store->BeginCreateBase(*id);
+  if (!intent.ok()) return intent.status();
+  BaseDevice fresh{*id, opts.base_size_bytes, fs->type()};
+  spdlog::info("creating base device (thin id {}, {} bytes, {})", *id, fresh.size_bytes,
+               fresh.fs_type);
+  THINSNAP_RETURN_IF_ERROR(tx.CreateThin(*id).Annotate("create base device"));
+  THINSNAP_RETURN_IF_ERROR(pool->Activate(*id, fresh.size_bytes, Access::kReadWrite));
+  Status formatted = fs->Format(pool->DevicePath(*id));
+  Status deactivated = pool->Deactivate(*id);
+  THINSNAP_RETURN_IF_ERROR(formatted.Annotate("format base device"));
+  THINSNAP_RETURN_IF_ERROR(deactivated.Annotate("deactivate base device"));
+  THINSNAP_RETURN_IF_ERROR(store->FinishCreateBase(*intent, fresh));
+  base = fresh;
+  return Status::Ok();
+}
+
+std::vector<Mount> Snapshotter::Impl::MountsFor(const SnapshotRecord& r) const {
+  Mount m;
+  m.type = fs->type();
+  m.source = pool->DevicePath(r.thin_id);
+  m.options = {r.info.kind == Kind::kView ? "ro" : "rw"};
+  return {m};
+}
+
+Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::string& key,
+                                                     const std::string& parent,
+                                                     const Labels& labels) {
+  CallGuard guard(*this);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  THINSNAP_RETURN_IF_ERROR(ValidateKey("key", key));
+  if (!parent.empty()) THINSNAP_RETURN_IF_ERROR(ValidateKey("parent", parent));
+  THINSNAP_RETURN_IF_ERROR(ValidateLabels(labels));
+  THINSNAP_RETURN_IF_ERROR(CheckFreeSpace());
+
+  auto id = ids.Allocate();
+  if (!id.ok()) return id.status();
+  NewSnapshot s{key, parent, kind, *id, base.size_bytes, labels, NowNs()};
+  auto pending = store->BeginCreate(s);
+  if (!pending.ok()) {
+    ids.Release(*id);
+    return pending.status();
+  }
+  const ThinId origin = pending->parent_thin_id.value_or(base.thin_id);
+  const Access access = kind == Kind::kView ? Access::kReadOnly : Access::kReadWrite;
+  // Each step runs only if all before it succeeded; failpoints sit between
+  // them so crash tests can stop the process at every instant.
+  Status st = failpoint::Hit("create.after_intent");
+  if (st.ok()) st = tx.CreateSnap(*id, origin);
+  if (st.ok()) st = failpoint::Hit("create.after_snap");
+  if (st.ok()) st = pool->Activate(*id, base.size_bytes, access);
+  if (st.ok()) st = failpoint::Hit("create.after_activate");
+  if (st.ok()) st = store->FinishCreate(*pending);
+  if (!st.ok()) {
+    // Undo in reverse order. If the undo itself fails, the intent stays and
+    // Cleanup or the next start finishes it; the id stays reserved until then.
+    Status undo = pool->Deactivate(*id);
+    if (undo.ok()) undo = tx.Delete(*id);
+    if (undo.ok()) undo = store->AbortCreate(*pending);
+    if (undo.ok()) {
+      ids.Release(*id);
+    } else {
+      spdlog::warn("rollback of {} (thin id {}) incomplete: {}", key, *id, undo.ToString());
+    }
+    return st.Annotate(std::string(kind == Kind::kView ? "view " : "prepare ") + key);
+  }
+  SnapshotRecord r;
+  r.thin_id = *id;
+  r.info.kind = kind;
+  return MountsFor(r);
+}
+
+// Deactivates and deletes the device of a removed snapshot, then forgets the
+// intent. A device that is still open stays scheduled for deferred removal
+// and its intent is kept for Cleanup to retry.
+Status Snapshotter::Impl::DestroyDevice(const Intent& intent) {
+  ThinIdLocks::Hold hold(id_locks, intent.thin_id);
+  THINSNAP_RETURN_IF_ERROR(pool->Deactivate(intent.thin_id));
+  THINSNAP_FAILPOINT("remove.after_deactivate");
+  THINSNAP_RETURN_IF_ERROR(tx.Delete(intent.thin_id));
+  THINSNAP_FAILPOINT("remove.after_delete");
+  THINSNAP_RETURN_IF_ERROR(store->FinishIntent(intent.id));
+  ids.Release(intent.thin_id);
+  return Status::Ok();
+}
+
+Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> store,
+                                                       std::unique_ptr<ThinPool> pool,
+                                                       std::unique_ptr<Filesystem> fs,
+                                                       SnapshotterOptions options) {
+  auto impl = std::make_unique<Impl>(std::move(store), std::move(pool), std::move(fs), options);
+  auto status = impl->pool->QueryStatus();
+  if (!status.ok()) return status.status().Annotate("pool " + impl->pool->name());
+  if (status->failed || status->needs_check || status->read_only) {
+    return Status::FailedPrecondition(
+        "pool " + impl->pool->name() + " is " +
+        (status->failed ? "failed" : status->needs_check ? "flagged needs_check" : "read-only") +
+        "; repair it (thin_check/thin_repair) before starting thinsnap");
+  }
+
+  Reconciler reconciler(*impl->store, *impl->pool, impl->tx);
+  auto report = reconciler.Run(/*repair=*/true);
+  if (!report.ok()) return report.status().Annotate("reconcile");
+  if (report->clean()) {
+    spdlog::info("reconcile: {}", report->Summary());
+  } else {
+    spdlog::warn("reconcile repaired: {}", report->Summary());
+  }
+  if (!report->lost.empty()) {
+    return Status::FailedPrecondition(
+        std::to_string(report->lost.size()) + " snapshot(s), first " + report->lost.front() +
+        ", have no thin device in pool " + impl->pool->name() +
+        "; was the pool recreated? `thinsnapctl check --repair` drops them");
+  }
+  auto in_use = impl->store->ThinIdsInUse();
+  if (!in_use.ok()) return in_use.status();
+  impl->ids.Reserve(*in_use);
+  THINSNAP_RETURN_IF_ERROR(impl->EnsureBase());
+  return std::unique_ptr<Snapshotter>(new Snapshotter(std::move(impl)));
+}
+
+Snapshotter::Snapshotter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Snapshotter::~Snapshotter() { Close(); }
+
+Result<std::vector<Mount>> Snapshotter::Prepare(const std::string& key, const std::string& parent,
+                                                const Labels& labels) {
+  return impl_->Create(Kind::kActive, key, parent, labels);
+}
+
+Result<std::vector<Mount>> Snapshotter::View(const std::string& key, const std::string& parent,
+                                             const Labels& labels) {
+  return impl_->Create(Kind::kView, key, parent, labels);
+}
+
+Result<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
+  Impl::CallGuard guard(*impl_);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  THINSNAP_RETURN_IF_ERROR(ValidateKey("key", key));
+  auto r = impl_->store->Get(key);
+  if (!r.ok()) return r.status();
+  if (r->info.kind == Kind::kCommitted) {
+    return Status::FailedPrecondition("snapshot " + key + " is committed; it has no mounts");
+  }
+  return impl_->MountsFor(*r);
+}
+
+Status Snapshotter::Commit(const std::string& name, const std::string& key,
+                           const Labels& labels) {
+  Impl::CallGuard guard(*impl_);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  THINSNAP_RETURN_IF_ERROR(ValidateKey("name", name));
+  THINSNAP_RETURN_IF_ERROR(ValidateKey("key", key));
+  THINSNAP_RETURN_IF_ERROR(ValidateLabels(labels));
+  auto r = impl_->store->Get(key);
+  if (!r.ok()) return r.status();
+  ThinIdLocks::Hold hold(impl_->id_locks, r->thin_id);
+  r = impl_->store->Get(key);  // re-read under the id lock: a racing Commit may have won
+  if (!r.ok()) return r.status();
+  if (r->info.kind != Kind::kActive) {
+    return Status::FailedPrecondition("snapshot " + key + " is not active");
+  }
+  if (impl_->store->Get(name).ok()) return Status::AlreadyExists("snapshot " + name + " already exists");
+
+  // Measure while the device is still active and quiescent.
+  ThinPool& pool = *impl_->pool;
+  auto mapped = pool.MappedBytes(r->thin_id);
+  if (!mapped.ok()) return mapped.status().Annotate("usage of " + key);
+  auto inodes = impl_->fs->InodesUsed(pool.DevicePath(r->thin_id));
+  if (!inodes.ok()) return inodes.status().Annotate("inodes of " + key);
+  uint64_t parent_mapped = 0;
+  if (!r->info.parent.empty()) {
+    auto parent = impl_->store->Get(r->info.parent);
+    if (parent.ok()) parent_mapped = parent->mapped_bytes;
+  }
+  CommitUsage usage{*mapped,
+                    static_cast<int64_t>(*mapped > parent_mapped ? *mapped - parent_mapped : 0),
+                    *inodes};
+
+  THINSNAP_FAILPOINT("commit.before_deactivate");
+  Status st = pool.Deactivate(r->thin_id);
+  if (st.code() == Code::kUnavailable) {
+    // Still open (mounted): the kernel removes it when the last user closes
+    // it, which also flushes it. The layer is immutable from here on.
+    spdlog::warn("commit {}: device still open, deferred removal scheduled", key);
+  } else if (!st.ok()) {
+    return st.Annotate("deactivate " + key);
+  }
+  THINSNAP_FAILPOINT("commit.after_deactivate");
+  st = impl_->store->Commit(key, name, labels, usage, NowNs());
+  if (!st.ok()) {
+    // The snapshot is still active in the metadata: give its device back.
+    Status again = pool.Activate(r->thin_id, r->size_bytes, Access::kReadWrite);
+    if (!again.ok()) spdlog::warn("reactivate {} after failed commit: {}", key, again.ToString());
+  }
+  return st;
+}
+
+Status Snapshotter::Remove(const std::string& key) {
+  Impl::CallGuard guard(*impl_);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  THINSNAP_RETURN_IF_ERROR(ValidateKey("key", key));
+  auto intent = impl_->store->BeginRemove(key);
+  if (!intent.ok()) return intent.status();
+  THINSNAP_FAILPOINT("remove.after_intent");
+  if (impl_->opts.async_remove) return Status::Ok();
+  // The snapshot is gone from the metadata; the device follows. A busy or
+  // failing device never fails the Remove (containerd's GC must not stall):
+  // the intent stays and Cleanup retries it.
+  Status st = impl_->DestroyDevice(*intent);
+  if (!st.ok()) spdlog::warn("remove {}: device cleanup deferred: {}", key, st.ToString());
+  return Status::Ok();
+}
+
+Result<Info> Snapshotter::Stat(const std::string& key) {
+  Impl::CallGuard guard(*impl_);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  THINSNAP_RETURN_IF_ERROR(ValidateKey("key", key));
+  auto r = impl_->store->Get(key);
+  if (!r.ok()) return r.status();
+  return r->info;
+}
+
+Result<Info> Snapshotter::Update(const Info& info, const std::vector<std::string>& field_paths) {
+  Impl::CallGuard guard(*impl_);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  THINSNAP_RETURN_IF_ERROR(ValidateKey("name", info.name));
+  std::lock_guard lock(impl_->update_mu);
+  auto r = impl_->store->Get(info.name);
+  if (!r.ok()) return r.status();
+  Labels labels = r->info.labels;
+  if (field_paths.empty()) labels = info.labels;
+  for (const std::string& path : field_paths) {
+    if (path == "labels") {
+      labels = info.labels;
+    } else if (path.rfind("labels.", 0) == 0 && path.size() > 7) {
+      const std::string label = path.substr(7);
+      if (auto it = info.labels.find(label); it != info.labels.end()) {
+        labels[label] = it->second;
+      } else {
+        labels.erase(label);
+      }
+    } else {
+      return Status::InvalidArgument("cannot update field \"" + path + "\" of snapshot " +
+                                     info.name + "; only labels are mutable");
+    }
+  }
+  THINSNAP_RETURN_IF_ERROR(ValidateLabels(labels));
+  auto updated = impl_->store->SetLabels(info.name, labels, NowNs());
+  if (!updated.ok()) return updated.status();
+  return updated->info;
+}
+
+Result<Usage> Snapshotter::GetUsage(const std::string& key) {
+  Impl::CallGuard guard(*impl_);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  THINSNAP_RETURN_IF_ERROR(ValidateKey("key", key));
+  auto r = impl_->store->Get(key);
+  if (!r.ok()) return r.status();
+  if (r->info.kind == Kind::kCommitted) return Usage{r->usage_bytes, r->usage_inodes};
+  auto mapped = impl_->pool->MappedBytes(r->thin_id);
+  if (!mapped.ok()) return mapped.status().Annotate("usage of " + key);
+  uint64_t parent_mapped = 0;
+  if (!r->info.parent.empty()) {
+    auto parent = impl_->store->Get(r->info.parent);
+    if (parent.ok()) parent_mapped = parent->mapped_bytes;
+  }
+  auto inodes = impl_->fs->InodesUsed(impl_->pool->DevicePath(r->thin_id));
+  if (!inodes.ok()) return inodes.status().Annotate("inodes of " + key);
+  return Usage{static_cast<int64_t>(*mapped > parent_mapped ? *mapped - parent_mapped : 0),
+               *inodes};
+}
+
+Status Snapshotter::Walk(const std::vector<std::string>& filters,
+                         const std::function<Status(const Info&)>& fn) {
+  Impl::CallGuard guard(*impl_);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  auto filter = Filter::Parse(filters);
+  if (!filter.ok()) return filter.status();
+  return impl_->store->ForEach([&](const SnapshotRecord& r) {
+    return filter->Matches(r.info) ? fn(r.info) : Status::Ok();
+  });
+}
+
+Status Snapshotter::Cleanup() {
+  Impl::CallGuard guard(*impl_);
+  THINSNAP_RETURN_IF_ERROR(guard.status());
+  auto intents = impl_->store->ListIntents();
+  if (!intents.ok()) return intents.status();
+  int pending = 0;
+  for (const Intent& intent : *intents) {
+    // Creates in flight belong to a running Prepare; only deletes are ours.
+    if (intent.op != IntentOp::kDelete) continue;
+    Status st = impl_->DestroyDevice(intent);
+    if (!st.ok()) {
+      ++pending;
+      spdlog::warn("cleanup of thin id {}: {}", intent.thin_id, st.ToString());
+    }
+  }
+  if (pending) spdlog::info("cleanup: {} device(s) still busy, will retry", pending);
+  return Status::Ok();
+}
+
+void Snapshotter::Close() {
+  std::unique_lock lock(impl_->life_mu);
+  impl_->closed = true;
+  impl_->life_cv.wait(lock, [&] { return impl_->in_flight == 0; });
+}
+
+}  // namespace thinsnap

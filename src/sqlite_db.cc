@@ -1,0 +1,118 @@
+#include "sqlite_db.h"
+
+#include <sqlite3.h>
+
+#include <utility>
+
+namespace thinsnap {
+
+Status SqliteStatus(sqlite3* db, int rc, std::string_view what) {
+  if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW) return Status::Ok();
+  std::string msg = std::string(what) + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+  int ext = db ? sqlite3_extended_errcode(db) : rc;
+  switch (ext) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY: return Status::AlreadyExists(msg);
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+    case SQLITE_CONSTRAINT_TRIGGER: return Status::FailedPrecondition(msg);
+    default: break;
+  }
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) return Status::Unavailable(msg);
+  if ((rc & 0xff) == SQLITE_FULL) return Status::ResourceExhausted(msg);
+  return Status::Internal(msg);
+}
+
+Stmt::Stmt(Stmt&& other) noexcept
+    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+
+Stmt::~Stmt() { sqlite3_finalize(stmt_); }
+
+Stmt& Stmt::Bind(int index, int64_t value) {
+  sqlite3_bind_int64(stmt_, index, value);
+  return *this;
+}
+
+Stmt& Stmt::Bind(int index, std::string_view text) {
+  // Keys are opaque bytes: bind with an explicit length so nothing is cut.
+  sqlite3_bind_text64(stmt_, index, text.data(), text.size(), SQLITE_TRANSIENT, SQLITE_UTF8);
+  return *this;
+}
+
+Stmt& Stmt::BindNull(int index) {
+  sqlite3_bind_null(stmt_, index);
+  return *this;
+}
+
+Result<bool> Stmt::Step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqliteStatus(db_, rc, "sqlite step");
+}
+
+Status Stmt::Exec() {
+  auto r = Step();
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+void Stmt::Reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+int64_t Stmt::Int(int col) const { return sqlite3_column_int64(stmt_, col); }
+
+bool Stmt::IsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+
+std::string Stmt::Text(int col) const {
+  const auto* p = static_cast<const char*>(sqlite3_column_blob(stmt_, col));
+  return p ? std::string(p, sqlite3_column_bytes(stmt_, col)) : std::string();
+}
+
+Result<Db> Db::Open(const std::string& path) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  Db db(raw);  // owns `raw` even on failure
+  if (rc != SQLITE_OK) return SqliteStatus(raw, rc, "open " + path);
+  sqlite3_extended_result_codes(raw, 1);
+  sqlite3_busy_timeout(raw, 5000);
+  return db;
+}
+
+Db::Db(Db&& other) noexcept : db_(std::exchange(other.db_, nullptr)) {}
+
+Db::~Db() { sqlite3_close_v2(db_); }
+
+Status Db::Exec(const std::string& sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+  sqlite3_free(err);
+  return SqliteStatus(db_, rc, "exec");
+}
+
+Result<Stmt> Db::Prepare(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+  if (rc != SQLITE_OK) return SqliteStatus(db_, rc, "prepare");
+  return Stmt(db_, stmt);
+}
+
+int64_t Db::LastInsertId() const { return sqlite3_last_insert_rowid(db_); }
+
+int Db::Changes() const { return sqlite3_changes(db_); }
+
+Txn::Txn(Db& db) : db_(db), begin_(db.Exec("BEGIN IMMEDIATE")) { done_ = !begin_.ok(); }
+
+Txn::~Txn() {
+  if (!done_) (void)db_.Exec("ROLLBACK");
+}
+
+Status Txn::Commit() {
+  done_ = true;
+  Status st = db_.Exec("COMMIT");
+  if (!st.ok()) (void)db_.Exec("ROLLBACK");
+  return st;
+}
+
+}  // namespace thinsnap

@@ -1,0 +1,195 @@
+#include "store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <filesystem>
+
+namespace thinsnap {
+namespace {
+
+std::unique_ptr<Store> OpenMemory() {
+  auto store = Store::Open(":memory:");
+  EXPECT_TRUE(store.ok()) << store.status().ToString();
+  return std::move(store).value();
+}
+
+NewSnapshot Snap(std::string key, std::string parent, ThinId id, Kind kind = Kind::kActive) {
+  return NewSnapshot{std::move(key), std::move(parent), kind, id, 1 << 30, {{"l", "v"}}, 42};
+}
+
+PendingCreate MustCreate(Store& s, const NewSnapshot& n) {
+  auto p = s.BeginCreate(n);
+  EXPECT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_TRUE(s.FinishCreate(*p).ok());
+  return *p;
+}
+
+TEST(StoreTest, MigratesFreshDatabaseToLatestSchema) {
+  auto dir = std::filesystem::temp_directory_path() / ("store-test-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "meta.db").string();
+  { ASSERT_TRUE(Store::Open(path).ok()); }
+  // Reopening an up-to-date database is a no-op; a newer schema is refused.
+  { ASSERT_TRUE(Store::Open(path).ok()); }
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &raw), SQLITE_OK);
+  char* mode = nullptr;
+  ASSERT_EQ(sqlite3_exec(raw, "PRAGMA user_version = 99", nullptr, nullptr, &mode), SQLITE_OK);
+  sqlite3_close(raw);
+  auto newer = Store::Open(path);
+  EXPECT_EQ(newer.status().code(), Code::kFailedPrecondition);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(StoreTest, UnfinishedCreateIsInvisibleButReservesTheKey) {
+  auto s = OpenMemory();
+  auto p = s->BeginCreate(Snap("a", "", 1));
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(s->Get("a").status().code(), Code::kNotFound);
+  EXPECT_EQ(s->BeginCreate(Snap("a", "", 2)).status().code(), Code::kAlreadyExists);
+  auto intents = s->ListIntents();
+  ASSERT_EQ(intents->size(), 1u);
+  EXPECT_EQ((*intents)[0].op, IntentOp::kCreate);
+  EXPECT_EQ((*intents)[0].thin_id, 1u);
+  ASSERT_TRUE(s->FinishCreate(*p).ok());
+  EXPECT_TRUE(s->Get("a").ok());
+  EXPECT_TRUE(s->ListIntents()->empty());
+}
+
+TEST(StoreTest, AbortCreateFreesKeyAndIntent) {
+  auto s = OpenMemory();
+  auto p = s->BeginCreate(Snap("a", "", 1));
+  ASSERT_TRUE(s->AbortCreate(*p).ok());
+  EXPECT_TRUE(s->ListIntents()->empty());
+  EXPECT_TRUE(s->ThinIdsInUse()->empty());
+  EXPECT_TRUE(s->BeginCreate(Snap("a", "", 1)).ok());
+}
+
+TEST(StoreTest, ParentMustExistAndBeCommitted) {
+  auto s = OpenMemory();
+  EXPECT_EQ(s->BeginCreate(Snap("c", "missing", 1)).status().code(), Code::kNotFound);
+  MustCreate(*s, Snap("a", "", 1));
+  EXPECT_EQ(s->BeginCreate(Snap("c", "a", 2)).status().code(), Code::kInvalidArgument);
+  ASSERT_TRUE(s->Commit("a", "base", {}, {100, 100, 5}, 50).ok());
+  auto p = s->BeginCreate(Snap("c", "base", 2));
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->parent_thin_id, 1u);
+  EXPECT_EQ(p->parent_mapped_bytes, 100u);
+}
+
+TEST(StoreTest, CommitRenamesReplacesLabelsAndChecksKinds) {
+  auto s = OpenMemory();
+  MustCreate(*s, Snap("a", "", 1));
+  MustCreate(*s, Snap("v", "", 2, Kind::kView));
+  MustCreate(*s, Snap("b", "", 3));
+  EXPECT_EQ(s->Commit("nope", "x", {}, {}, 1).code(), Code::kNotFound);
+  EXPECT_EQ(s->Commit("v", "x", {}, {}, 1).code(), Code::kFailedPrecondition);
+  EXPECT_EQ(s->Commit("a", "b", {}, {}, 1).code(), Code::kAlreadyExists);
+  ASSERT_TRUE(s->Commit("a", "x", {{"new", "1"}}, {10, 7, 3}, 99).ok());
+  EXPECT_EQ(s->Get("a").status().code(), Code::kNotFound);
+  auto x = s->Get("x");
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(x->info.kind, Kind::kCommitted);
+  EXPECT_EQ(x->info.labels, (Labels{{"new", "1"}}));
+  EXPECT_EQ(x->usage_bytes, 7);
+  EXPECT_EQ(x->usage_inodes, 3);
+  EXPECT_EQ(x->thin_id, 1u);
+  EXPECT_EQ(s->Commit("x", "y", {}, {}, 1).code(), Code::kFailedPrecondition);
+}
+
+TEST(StoreTest, RemoveRefusesParentsAndRecordsDeleteIntent) {
+  auto s = OpenMemory();
+  MustCreate(*s, Snap("a", "", 1));
+  ASSERT_TRUE(s->Commit("a", "base", {}, {}, 1).ok());
+  MustCreate(*s, Snap("child", "base", 2));
+  EXPECT_EQ(s->BeginRemove("base").status().code(), Code::kFailedPrecondition);
+  EXPECT_EQ(s->BeginRemove("nope").status().code(), Code::kNotFound);
+  auto intent = s->BeginRemove("child");
+  ASSERT_TRUE(intent.ok());
+  EXPECT_EQ(intent->op, IntentOp::kDelete);
+  EXPECT_EQ(intent->thin_id, 2u);
+  // The thin id stays accounted for until the intent is finished.
+  auto ids = *s->ThinIdsInUse();
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 2u), ids.end());
+  ASSERT_TRUE(s->FinishIntent(intent->id).ok());
+  ids = *s->ThinIdsInUse();
+  EXPECT_EQ(std::find(ids.begin(), ids.end(), 2u), ids.end());
+  EXPECT_TRUE(s->BeginRemove("base").ok());
+}
+
+TEST(StoreTest, ThinIdsAreUnique) {
+  auto s = OpenMemory();
+  MustCreate(*s, Snap("a", "", 7));
+  EXPECT_FALSE(s->BeginCreate(Snap("b", "", 7)).ok());
+}
+
+TEST(StoreTest, KeysAreOpaqueBytes) {
+  auto s = OpenMemory();
+  const std::string odd[] = {"/", "..", "a b", "ns/12/sha256:abc", std::string(4096, 'k'),
+                             "\xff\xfe", "caf\xc3\xa9"};
+  ThinId id = 1;
+  for (const auto& key : odd) {
+    MustCreate(*s, Snap(key, "", id++));
+    auto r = s->Get(key);
+    ASSERT_TRUE(r.ok()) << key;
+    EXPECT_EQ(r->info.name, key);
+  }
+  int n = 0;
+  ASSERT_TRUE(s->ForEach([&](const SnapshotRecord&) {
+                  ++n;
+                  return Status::Ok();
+                }).ok());
+  EXPECT_EQ(n, static_cast<int>(std::size(odd)));
+}
+
+TEST(StoreTest, ForEachPagesWithLabels) {
+  auto s = OpenMemory();
+  for (ThinId i = 1; i <= 1300; ++i) {
+    NewSnapshot n = Snap("k" + std::to_string(i), "", i);
+    n.labels = {{"i", std::to_string(i)}, {"even", i % 2 ? "no" : "yes"}};
+    MustCreate(*s, n);
+  }
+  std::vector<std::string> seen;
+  ASSERT_TRUE(s->ForEach([&](const SnapshotRecord& r) {
+                  EXPECT_EQ(r.info.labels.at("i"), r.info.name.substr(1));
+                  EXPECT_EQ(r.info.labels.size(), 2u);
+                  seen.push_back(r.info.name);
+                  return Status::Ok();
+                }).ok());
+  EXPECT_EQ(seen.size(), 1300u);
+  // A callback error stops the walk and is returned.
+  int calls = 0;
+  Status st = s->ForEach([&](const SnapshotRecord&) {
+    return ++calls == 3 ? Status::Internal("stop") : Status::Ok();
+  });
+  EXPECT_EQ(st.code(), Code::kInternal);
+  EXPECT_EQ(calls, 3);
+}
+
+TEST(StoreTest, BaseDeviceIsRecordedWithItsIntent) {
+  auto s = OpenMemory();
+  EXPECT_FALSE(s->GetBase()->has_value());
+  auto intent = s->BeginCreateBase(0);
+  ASSERT_TRUE(intent.ok());
+  EXPECT_EQ(s->ListIntents()->size(), 1u);
+  ASSERT_TRUE(s->FinishCreateBase(*intent, {0, 1 << 30, "ext4"}).ok());
+  EXPECT_TRUE(s->ListIntents()->empty());
+  auto base = s->GetBase();
+  ASSERT_TRUE(base->has_value());
+  EXPECT_EQ((*base)->fs_type, "ext4");
+}
+
+TEST(StoreTest, ValidatesSizes) {
+  EXPECT_TRUE(ValidateKey("key", "a").ok());
+  EXPECT_TRUE(ValidateKey("key", std::string(4096, 'a')).ok());
+  EXPECT_EQ(ValidateKey("key", "").code(), Code::kInvalidArgument);
+  EXPECT_EQ(ValidateKey("key", std::string(4097, 'a')).code(), Code::kInvalidArgument);
+  EXPECT_EQ(ValidateKey("key", std::string("a\0b", 3)).code(), Code::kInvalidArgument);
+  EXPECT_TRUE(ValidateLabels({{"k", std::string(4095, 'v')}}).ok());
+  EXPECT_EQ(ValidateLabels({{"k", std::string(4096, 'v')}}).code(), Code::kInvalidArgument);
+  EXPECT_EQ(ValidateLabels({{"", "v"}}).code(), Code::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace thinsnap
