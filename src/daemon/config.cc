@@ -1,6 +1,7 @@
 #include "daemon/config.h"
 
 #include <sys/un.h>
+#include <toml++/toml.h>
 
 #include <array>
 #include <charconv>
@@ -8,7 +9,6 @@
 #include <functional>
 #include <limits>
 #include <map>
-#include <toml++/toml.h>
 
 namespace thinsnap {
 
@@ -24,9 +24,7 @@ bool IsLogLevel(std::string_view level) {
   return false;
 }
 
-bool IsExtType(std::string_view type) {
-  return type == "ext2" || type == "ext3" || type == "ext4";
-}
+bool IsExtType(std::string_view type) { return type == "ext2" || type == "ext3" || type == "ext4"; }
 
 // Errors point at the offending key in the file.
 class KeyError {
@@ -52,20 +50,18 @@ Status ReadString(const toml::node& node, const KeyError& err, std::string& out)
   return Status::Ok();
 }
 
+// A non-empty string stored in `field`.
+KeyHandler StringKey(std::string Config::*field) {
+  return [field](const toml::node& n, const KeyError& e, Config& c) {
+    return ReadString(n, e, c.*field);
+  };
+}
+
 const std::map<std::string, KeyHandler, std::less<>>& Handlers() {
   static const auto* handlers = new std::map<std::string, KeyHandler, std::less<>>{
-      {"root_dir",
-       [](const toml::node& n, const KeyError& e, Config& c) {
-         return ReadString(n, e, c.root_dir);
-       }},
-      {"socket",
-       [](const toml::node& n, const KeyError& e, Config& c) {
-         return ReadString(n, e, c.socket);
-       }},
-      {"pool_name",
-       [](const toml::node& n, const KeyError& e, Config& c) {
-         return ReadString(n, e, c.pool_name);
-       }},
+      {"root_dir", StringKey(&Config::root_dir)},
+      {"socket", StringKey(&Config::socket)},
+      {"pool_name", StringKey(&Config::pool_name)},
       {"base_size",
        [](const toml::node& n, const KeyError& e, Config& c) {
          if (const auto* bytes = n.as_integer()) {
@@ -146,8 +142,10 @@ Result<uint64_t> ParseSize(std::string_view text) {
     return Status::InvalidArgument("size " + quoted + " must start with a decimal integer");
   }
   static const std::map<std::string, uint64_t, std::less<>> kUnits = {
-      {"", 1},          {"B", 1},          {"K", 1ull << 10}, {"KiB", 1ull << 10},
-      {"M", 1ull << 20}, {"MiB", 1ull << 20}, {"G", 1ull << 30}, {"GiB", 1ull << 30},
+      {"", 1},           {"B", 1},
+      {"K", 1ull << 10}, {"KiB", 1ull << 10},
+      {"M", 1ull << 20}, {"MiB", 1ull << 20},
+      {"G", 1ull << 30}, {"GiB", 1ull << 30},
       {"T", 1ull << 40}, {"TiB", 1ull << 40}};
   auto unit = kUnits.find(std::string_view(unit_begin, end - unit_begin));
   if (unit == kUnits.end()) {
@@ -191,7 +189,8 @@ Status ValidateConfig(const Config& config) {
     return Status::InvalidArgument("pool_name is required (config file or --pool)");
   }
   if (config.root_dir.empty() || config.root_dir.front() != '/') {
-    return Status::InvalidArgument("root_dir must be an absolute path: \"" + config.root_dir + "\"");
+    return Status::InvalidArgument("root_dir must be an absolute path: \"" + config.root_dir +
+                                   "\"");
   }
   if (config.socket.empty() || config.socket.front() != '/') {
     return Status::InvalidArgument("socket must be an absolute path: \"" + config.socket + "\"");
@@ -202,8 +201,10 @@ Status ValidateConfig(const Config& config) {
                                    " bytes: \"" + config.socket + "\"");
   }
   if (!IsLogLevel(config.log_level)) {
-    return Status::InvalidArgument("log_level must be one of trace, debug, info, warn, error, "
-                                   "critical, off: \"" + config.log_level + "\"");
+    return Status::InvalidArgument(
+        "log_level must be one of trace, debug, info, warn, error, "
+        "critical, off: \"" +
+        config.log_level + "\"");
   }
   return Status::Ok();
 }

@@ -8,6 +8,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,10 +18,9 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <memory>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 #include <string>
 
 #include "daemon/config.h"
@@ -125,9 +126,9 @@ int Run(int argc, char** argv) {
   options.base_size_bytes = config.base_size_bytes;
   options.async_remove = config.async_remove;
   options.min_free_space_percent = config.min_free_space_percent;
-  Result<std::unique_ptr<Snapshotter>> snapshotter = Snapshotter::Open(
-      std::move(*store), std::move(*pool), MakeExtFilesystem(config.fs_type, config.fs_options),
-      options);
+  Result<std::unique_ptr<Snapshotter>> snapshotter =
+      Snapshotter::Open(std::move(*store), std::move(*pool),
+                        MakeExtFilesystem(config.fs_type, config.fs_options), options);
   if (!snapshotter.ok()) return Fail(snapshotter.status().Annotate("open snapshotter"));
 
   SnapshotsService service(snapshotter->get());

@@ -1,6 +1,7 @@
 #include "rpc/server.h"
 
 #include <dirent.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -8,7 +9,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <spdlog/spdlog.h>
 #include <utility>
 
 namespace thinsnap {
@@ -115,12 +115,10 @@ Result<std::unique_ptr<Server>> Server::Start(const std::string& socket_path,
     return error;
   }
   spdlog::info("serving on unix:{}", socket_path);
-  return std::unique_ptr<Server>(
-      new Server(socket_path, std::move(server), st.st_dev, st.st_ino));
+  return std::unique_ptr<Server>(new Server(socket_path, std::move(server), st.st_dev, st.st_ino));
 }
 
-Server::Server(std::string socket_path, std::unique_ptr<grpc::Server> server, dev_t dev,
-               ino_t ino)
+Server::Server(std::string socket_path, std::unique_ptr<grpc::Server> server, dev_t dev, ino_t ino)
     : socket_path_(std::move(socket_path)),
       server_(std::move(server)),
       socket_dev_(dev),

@@ -9,14 +9,13 @@
 // an instant before the chmod.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
-
-#include <grpcpp/grpcpp.h>
 
 #include "base/status.h"
 
@@ -33,8 +32,7 @@ class Server {
  public:
   // `service` is not owned and must outlive the Server.
   static Result<std::unique_ptr<Server>> Start(const std::string& socket_path,
-                                               grpc::Service* service,
-                                               ServerOptions options = {});
+                                               grpc::Service* service, ServerOptions options = {});
   // Shuts down with no grace period if Shutdown was not called.
   ~Server();
 

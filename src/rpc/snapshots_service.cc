@@ -52,8 +52,7 @@ grpc::Status Guard(const char* method, const grpc::ServerContext* context, Body&
     return status;
   } catch (const std::exception& e) {
     spdlog::error("rpc {}: unexpected exception: {}", method, e.what());
-    return grpc::Status(grpc::StatusCode::INTERNAL,
-                        std::string("internal error: ") + e.what());
+    return grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what());
   } catch (...) {
     spdlog::error("rpc {}: unexpected non-standard exception", method);
     return grpc::Status(grpc::StatusCode::INTERNAL, "internal error");
@@ -182,7 +181,8 @@ grpc::Status SnapshotsService::Commit(grpc::ServerContext* context,
 grpc::Status SnapshotsService::Remove(grpc::ServerContext* context,
                                       const v1::RemoveSnapshotRequest* request,
                                       google::protobuf::Empty* /*response*/) {
-  return Guard("Remove", context, [&] { return ToGrpcStatus(snapshotter_->Remove(request->key())); });
+  return Guard("Remove", context,
+               [&] { return ToGrpcStatus(snapshotter_->Remove(request->key())); });
 }
 
 grpc::Status SnapshotsService::Stat(grpc::ServerContext* context,
@@ -209,8 +209,8 @@ grpc::Status SnapshotsService::Update(grpc::ServerContext* context,
     field_paths.reserve(paths.size());
     for (const std::string& path : paths) {
       if (path.size() > kMaxMaskPathBytes) {
-        return InvalidArgument("update_mask path longer than " +
-                               std::to_string(kMaxMaskPathBytes) + " bytes");
+        return InvalidArgument("update_mask path longer than " + std::to_string(kMaxMaskPathBytes) +
+                               " bytes");
       }
       field_paths.push_back(path);
     }
@@ -235,8 +235,7 @@ grpc::Status SnapshotsService::List(grpc::ServerContext* context,
     std::vector<std::string> filters;
     for (const std::string& filter : request->filters()) {
       if (filter.size() > kMaxFilterBytes) {
-        return InvalidArgument("filter longer than " + std::to_string(kMaxFilterBytes) +
-                               " bytes");
+        return InvalidArgument("filter longer than " + std::to_string(kMaxFilterBytes) + " bytes");
       }
       filters.push_back(filter);
     }

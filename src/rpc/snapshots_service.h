@@ -33,10 +33,10 @@ class SnapshotsService final : public containerd::services::snapshots::v1::Snaps
   // `snapshotter` must outlive the service.
   explicit SnapshotsService(Snapshotter* snapshotter) : snapshotter_(snapshotter) {}
 
-  grpc::Status Prepare(grpc::ServerContext* context,
-                       const containerd::services::snapshots::v1::PrepareSnapshotRequest* request,
-                       containerd::services::snapshots::v1::PrepareSnapshotResponse* response)
-      override;
+  grpc::Status Prepare(
+      grpc::ServerContext* context,
+      const containerd::services::snapshots::v1::PrepareSnapshotRequest* request,
+      containerd::services::snapshots::v1::PrepareSnapshotResponse* response) override;
   grpc::Status View(grpc::ServerContext* context,
                     const containerd::services::snapshots::v1::ViewSnapshotRequest* request,
                     containerd::services::snapshots::v1::ViewSnapshotResponse* response) override;
@@ -52,15 +52,14 @@ class SnapshotsService final : public containerd::services::snapshots::v1::Snaps
   grpc::Status Stat(grpc::ServerContext* context,
                     const containerd::services::snapshots::v1::StatSnapshotRequest* request,
                     containerd::services::snapshots::v1::StatSnapshotResponse* response) override;
-  grpc::Status Update(grpc::ServerContext* context,
-                      const containerd::services::snapshots::v1::UpdateSnapshotRequest* request,
-                      containerd::services::snapshots::v1::UpdateSnapshotResponse* response)
-      override;
-  grpc::Status List(
+  grpc::Status Update(
       grpc::ServerContext* context,
-      const containerd::services::snapshots::v1::ListSnapshotsRequest* request,
-      grpc::ServerWriter<containerd::services::snapshots::v1::ListSnapshotsResponse>* writer)
-      override;
+      const containerd::services::snapshots::v1::UpdateSnapshotRequest* request,
+      containerd::services::snapshots::v1::UpdateSnapshotResponse* response) override;
+  grpc::Status List(grpc::ServerContext* context,
+                    const containerd::services::snapshots::v1::ListSnapshotsRequest* request,
+                    grpc::ServerWriter<containerd::services::snapshots::v1::ListSnapshotsResponse>*
+                        writer) override;
   grpc::Status Usage(grpc::ServerContext* context,
                      const containerd::services::snapshots::v1::UsageRequest* request,
                      containerd::services::snapshots::v1::UsageResponse* response) override;
