@@ -1,5 +1,7 @@
 #include "filter.h"
 
+#include <re2/re2.h>
+
 #include <cstdint>
 #include <optional>
 #include <string_view>
@@ -209,11 +211,10 @@ class FilterParser {
     if (!value.ok()) return value.status();
     sel.value = std::move(value).value();
     if (sel.op == Filter::Op::kMatches) {
-      try {
-        sel.re = std::make_shared<const std::regex>(sel.value, std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        return Error(value_pos, std::string("invalid regular expression: ") + e.what());
-      }
+      // Quiet: the error goes into the Status rather than to stderr.
+      auto re = std::make_shared<const re2::RE2>(sel.value, re2::RE2::Quiet);
+      if (!re->ok()) return Error(value_pos, "invalid regular expression: " + re->error());
+      sel.re = std::move(re);
     }
     return sel;
   }
@@ -400,13 +401,7 @@ bool Filter::MatchSelector(const Selector& s, const Info& info) {
     case Op::kNotEqual:
       return value != s.value;
     case Op::kMatches:
-      try {
-        return std::regex_search(value, *s.re);
-      } catch (const std::regex_error&) {
-        // Only complexity/stack limits can throw here; treat as no match, as
-        // containerd does for a pattern it cannot use.
-        return false;
-      }
+      return re2::RE2::PartialMatch(value, *s.re);
   }
   return false;
 }

@@ -25,23 +25,29 @@
 //   field==v          present and equal (name and parent always count as present,
 //                     so parent=="" selects root snapshots)
 //   field!=v          the value, "" when absent, differs from v
-//   field~=re         re (ECMAScript) is found anywhere in the value, "" when absent
+//   field~=re         re is found anywhere in the value, "" when absent
+// Regular expressions use RE2, whose syntax is Go's regexp syntax, as in
+// containerd, and whose matching time is linear: a client-supplied pattern
+// cannot stall the daemon with catastrophic backtracking (std::regex can).
 #pragma once
 
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
 #include "snapshot_types.h"
 
+namespace re2 {
+class RE2;
+}
+
 namespace thinsnap {
 
 class Filter {
  public:
   // InvalidArgument, with the byte offset of the problem, on malformed input or
-  // a regular expression std::regex rejects.
+  // a regular expression RE2 rejects.
   static Result<Filter> Parse(const std::vector<std::string>& filters);
 
   bool Matches(const Info& info) const;
@@ -54,7 +60,7 @@ class Filter {
     std::vector<std::string> fieldpath;
     Op op = Op::kPresent;
     std::string value;
-    std::shared_ptr<const std::regex> re;  // set for kMatches only
+    std::shared_ptr<const re2::RE2> re;  // set for kMatches only
   };
   using Conjunction = std::vector<Selector>;  // empty = matches everything
 
