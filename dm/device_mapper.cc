@@ -97,7 +97,12 @@ Status AddTable(dm_task* t, const Table& table, const std::string& what) {
   return Status::Ok();
 }
 
-Result<Table> ReadTargets(dm_task* t) {
+// Table and status ioctls on a missing device "succeed" in libdevmapper with
+// exists == 0; report them as the ENXIO they are.
+Result<Table> ReadTargets(dm_task* t, const std::string& what) {
+  dm_info info;
+  if (!dm_task_get_info(t, &info)) return Fail(t, what);
+  if (!info.exists) return Status::FromErrno(ENXIO, what);
   Table table;
   void* next = nullptr;
   do {
@@ -304,7 +309,7 @@ Result<Table> GetTable(const std::string& name) {
   auto t = NewTask(DM_DEVICE_TABLE, name, what);
   if (!t.ok()) return t.status();
   if (!dm_task_run(t->get())) return Fail(t->get(), what);
-  return ReadTargets(t->get());
+  return ReadTargets(t->get(), what);
 }
 
 Result<Table> GetStatus(const std::string& name) {
@@ -313,7 +318,7 @@ Result<Table> GetStatus(const std::string& name) {
   auto t = NewTask(DM_DEVICE_STATUS, name, what);
   if (!t.ok()) return t.status();
   if (!dm_task_run(t->get())) return Fail(t->get(), what);
-  return ReadTargets(t->get());
+  return ReadTargets(t->get(), what);
 }
 
 Status SendMessage(const std::string& name, const std::string& message) {
