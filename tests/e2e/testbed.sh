@@ -1,0 +1,145 @@
+# shellcheck shell=bash
+# Shared pieces of the in-VM test scripts (sourced, not run): a loop-backed
+# dm-thin pool in guest tmpfs, a thinsnapd serving it, and their teardown.
+#
+# Test scripts may drive dmsetup directly; product code never does.
+#
+# Usage:
+#   source tests/e2e/testbed.sh
+#   testbed_init NAME BUILD_DIR   # work dir in /tmp, EXIT trap, paths below
+#   pool_create DATA_SIZE META_SIZE
+#   daemon_start
+#   ...                           # $THINSNAP_SOCK serves the pool
+#   daemon_stop                   # fails if thinsnapd does not exit cleanly
+#   pool_destroy                  # removes thin devices, the pool, the loops
+#   pool_check EXPECTED_THIN_DEVICES   # thin_check + thin_ls on the metadata
+
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export DM_DISABLE_UDEV=1
+
+tb_log() { echo "[$(date +%T)] $*"; }
+tb_fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+
+# Sets WORK, POOL_NAME, THINSNAPD, THINSNAP_SOCK, THINSNAP_ROOT and an EXIT
+# trap that stops whatever is still running and tears the pool down.
+testbed_init() {
+  local name=$1 build=$2
+  [ "$(id -u)" -eq 0 ] || tb_fail "must run as root (inside the VM: tests/vm/run -- $0)"
+  BUILD=$(readlink -f "$build")
+  THINSNAPD=$BUILD/src/daemon/thinsnapd
+  [ -x "$THINSNAPD" ] || tb_fail "$THINSNAPD not built"
+  WORK=$(mktemp -d "/tmp/thinsnap-$name.XXXXXX")
+  POOL_NAME=thinsnap-$name-$$
+  THINSNAP_ROOT=$WORK/thinsnap-root
+  THINSNAP_SOCK=$WORK/thinsnap.sock
+  DAEMON_PID=
+  DATA_LOOP=
+  META_LOOP=
+  trap testbed_cleanup EXIT
+}
+
+pool_create() {
+  local data_size=$1 meta_size=$2
+  truncate -s "$data_size" "$WORK/data.img"
+  truncate -s "$meta_size" "$WORK/meta.img"
+  # A stale superblock would make the pool (and thin_check) read garbage.
+  dd if=/dev/zero of="$WORK/meta.img" bs=4096 count=1 conv=notrunc status=none
+  DATA_LOOP=$(losetup --find --show "$WORK/data.img")
+  META_LOOP=$(losetup --find --show "$WORK/meta.img")
+  local sectors
+  sectors=$(blockdev --getsz "$DATA_LOOP")
+  dmsetup create "$POOL_NAME" --table \
+    "0 $sectors thin-pool $META_LOOP $DATA_LOOP 128 32768 2 skip_block_zeroing error_if_no_space"
+  tb_log "pool $POOL_NAME: data $DATA_LOOP ($data_size) meta $META_LOOP ($meta_size)"
+}
+
+daemon_start() {
+  mkdir -p "$THINSNAP_ROOT"
+  "$THINSNAPD" --root "$THINSNAP_ROOT" --socket "$THINSNAP_SOCK" --pool "$POOL_NAME" \
+    >"$WORK/thinsnapd.log" 2>&1 &
+  DAEMON_PID=$!
+  local _
+  for _ in $(seq 600); do
+    [ -S "$THINSNAP_SOCK" ] && break
+    if ! kill -0 "$DAEMON_PID" 2>/dev/null; then
+      wait "$DAEMON_PID" || true
+      DAEMON_PID=
+      cat "$WORK/thinsnapd.log" >&2
+      tb_fail "thinsnapd exited during start-up"
+    fi
+    sleep 0.1
+  done
+  [ -S "$THINSNAP_SOCK" ] || tb_fail "thinsnapd did not create $THINSNAP_SOCK within 60 s"
+  tb_log "thinsnapd pid $DAEMON_PID serving $THINSNAP_SOCK"
+}
+
+# Stops thinsnapd with SIGTERM; a daemon that does not exit cleanly fails the test.
+daemon_stop() {
+  [ -n "$DAEMON_PID" ] || return 0
+  local pid=$DAEMON_PID rc=0
+  DAEMON_PID=
+  kill -TERM "$pid"
+  wait "$pid" || rc=$?
+  tb_log "thinsnapd exited with status $rc"
+  if [ "$rc" -ne 0 ]; then
+    tail -n 50 "$WORK/thinsnapd.log" >&2
+    tb_fail "thinsnapd exited with status $rc after SIGTERM"
+  fi
+}
+
+# Thin devices (dm names) that map onto our pool.
+pool_thin_devices() {
+  local pool_devno
+  pool_devno=$(dmsetup info -c --noheadings -o major,minor --separator : "$POOL_NAME")
+  dmsetup table --target thin 2>/dev/null |
+    awk -v p="$pool_devno" '$4 == "thin" && $5 == p { sub(/:$/, "", $1); print $1 }'
+}
+
+# Tears down everything pool_create made. Active thin devices left behind by
+# thinsnapd are listed (they are expected for e.g. the base device while it is
+# in use, never after a clean shutdown of an empty snapshotter) and removed.
+pool_destroy() {
+  if [ -n "$POOL_NAME" ] && dmsetup info "$POOL_NAME" >/dev/null 2>&1; then
+    local dev
+    for dev in $(pool_thin_devices); do
+      tb_log "thin device still active after thinsnapd exit: $dev"
+      dmsetup remove --retry "$dev"
+    done
+    dmsetup remove --retry "$POOL_NAME"
+  fi
+  local loop
+  for loop in "$DATA_LOOP" "$META_LOOP"; do
+    [ -n "$loop" ] && losetup -d "$loop"
+  done
+  DATA_LOOP=
+}
+
+# Verifies the pool metadata after pool_destroy: thin_check must pass and the
+# pool must hold exactly the expected number of thin devices.
+pool_check() {
+  local expected=$1 devices count
+  thin_check "$WORK/meta.img" || tb_fail "thin_check failed on the pool metadata"
+  devices=$(thin_ls --no-headers --format DEV,MAPPED_BYTES,EXCLUSIVE_BYTES "$WORK/meta.img")
+  count=$(printf '%s\n' "$devices" | grep -c '[0-9]' || true)
+  tb_log "thin_check: ok; thin devices in the pool: $count"
+  printf '%s\n' "$devices" | sed 's/^/  thin_ls: /'
+  [ "$count" -eq "$expected" ] || tb_fail "pool holds $count thin devices, want $expected"
+}
+
+testbed_cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$DAEMON_PID" ]; then
+    kill -TERM "$DAEMON_PID" 2>/dev/null
+    wait "$DAEMON_PID" 2>/dev/null
+    echo "--- thinsnapd log (tail) ---"
+    tail -n 80 "$WORK/thinsnapd.log"
+  fi
+  if [ -n "$DATA_LOOP" ]; then
+    pool_destroy
+  fi
+  exit "$rc"
+}
