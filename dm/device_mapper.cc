@@ -230,7 +230,7 @@ Status Create(const std::string& name, const Table& table, const CreateOptions& 
   if (st.ok()) st = VerifyNode(name);
   if (!st.ok()) {
     // Leave nothing half-made behind; the original error is what matters.
-    (void)Remove(name);
+    (void)Remove(name, RemoveOptions{.busy_retries = 5});
     return st.Annotate(what);
   }
   return Status::Ok();

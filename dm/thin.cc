@@ -88,7 +88,7 @@ Result<ThinPoolStatus> ParseThinPoolStatus(std::string_view line) {
     s.failed = true;
     return s;
   }
-  // Kernels before 4.19 stop after needs_check; later ones add the metadata
+  // Older kernels stop after needs_check; newer ones add the metadata
   // low-water mark.
   if (f.size() != 8 && f.size() != 9) return Malformed("thin-pool status", line);
   if (!ParseU64(f[0], &s.transaction_id) ||

@@ -53,7 +53,7 @@ struct ThinPoolStatus {
   DiscardMode discard = DiscardMode::kPassdown;
   bool error_if_no_space = false;  // false: queue_if_no_space
   bool needs_check = false;
-  std::optional<uint64_t> metadata_low_water;  // absent on kernels before 4.19
+  std::optional<uint64_t> metadata_low_water;  // absent on older kernels
 };
 // Parses a full thin-pool status line, e.g.
 // "0 8388608 thin-pool 7 3294/32768 465/65536 - rw discard_passdown error_if_no_space - 1024".
