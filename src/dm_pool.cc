@@ -219,6 +219,17 @@ class DmPool final : public ThinPool {
       close(fd);
       if (!synced) return Status::FromErrno(err, "flush " + name);
     }
+    return Remove(name);
+  }
+
+  Status DeactivateForDelete(ThinId id) override {
+    THINSNAP_RETURN_IF_ERROR(CheckId(id));
+    return Remove(ThinName(id));
+  }
+
+  // Removes a thin device, retrying briefly while something (e.g. blkid)
+  // holds it, then deferring the removal to its last close.
+  static Status Remove(const std::string& name) {
     Status st = dm::Remove(
         name, dm::RemoveOptions{
                   .busy_retries = kBusyRetries, .retry_delay = kBusyDelay, .defer_if_busy = true});

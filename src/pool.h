@@ -71,7 +71,11 @@ class ThinPool {
   virtual Status Activate(ThinId id, uint64_t size_bytes, Access access) = 0;
   // Flushes and removes the device; a no-op if it is not active. If the device
   // is still open, schedules deferred removal and returns Unavailable (EBUSY).
+  // Fails without removing if the flush fails: the caller keeps the data.
   virtual Status Deactivate(ThinId id) = 0;
+  // As Deactivate, but without the flush, for a device whose thin id is about
+  // to be deleted: a full pool cannot flush, and deleting must still work then.
+  virtual Status DeactivateForDelete(ThinId id) = 0;
   // Ids of this pool's thin devices that are currently active.
   virtual Result<std::vector<ThinId>> ListActive() = 0;
   // Bytes mapped by an active thin device (mapped sectors x 512).

@@ -16,7 +16,7 @@ std::string IdList(const std::vector<ThinId>& ids) {
 
 // Removes a thin id from the pool: deactivate, then delete.
 Status DestroyThin(ThinPool& pool, PoolTransactions& tx, ThinId id) {
-  THINSNAP_RETURN_IF_ERROR(pool.Deactivate(id));
+  THINSNAP_RETURN_IF_ERROR(pool.DeactivateForDelete(id));
   return tx.Delete(id);
 }
 

@@ -168,7 +168,7 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   if (!st.ok()) {
     // Undo in reverse order. If the undo itself fails, the intent stays and
     // Cleanup or the next start finishes it; the id stays reserved until then.
-    Status undo = pool->Deactivate(*id);
+    Status undo = pool->DeactivateForDelete(*id);
     if (undo.ok()) undo = tx.Delete(*id);
     if (undo.ok()) undo = store->AbortCreate(*pending);
     if (undo.ok()) {
@@ -189,7 +189,7 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
 // and its intent is kept for Cleanup to retry.
 Status Snapshotter::Impl::DestroyDevice(const Intent& intent) {
   ThinIdLocks::Hold hold(id_locks, intent.thin_id);
-  THINSNAP_RETURN_IF_ERROR(pool->Deactivate(intent.thin_id));
+  THINSNAP_RETURN_IF_ERROR(pool->DeactivateForDelete(intent.thin_id));
   THINSNAP_FAILPOINT("remove.after_deactivate");
   THINSNAP_RETURN_IF_ERROR(tx.Delete(intent.thin_id));
   THINSNAP_FAILPOINT("remove.after_delete");

@@ -142,6 +142,7 @@ class FakePool final : public ThinPool {
     s_->active.erase(it);
     return Status::Ok();
   }
+  Status DeactivateForDelete(ThinId id) override { return Deactivate(id); }
   Result<std::vector<ThinId>> ListActive() override { return s_->ActiveIds(); }
   Result<uint64_t> MappedBytes(ThinId id) override {
     std::lock_guard lock(s_->mu);
