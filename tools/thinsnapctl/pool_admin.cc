@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -390,6 +391,20 @@ std::string LvmDmName(const std::string& vg, const std::string& lv) {
   return escape(vg) + "-" + escape(lv);
 }
 
+namespace {
+
+// The outcome of an lvm command as a Status; a non-zero exit becomes Internal
+// carrying lvm's own message.
+Status CheckLvm(const Result<CommandOutput>& out, const std::string& what) {
+  if (!out.ok()) return out.status().Annotate("running " + what);
+  if (out->exit_code == 0) return Status::Ok();
+  std::string err = out->err;
+  while (!err.empty() && std::isspace(static_cast<unsigned char>(err.back()))) err.pop_back();
+  return Status::Internal(what + " exited " + std::to_string(out->exit_code) + ": " + err);
+}
+
+}  // namespace
+
 Result<std::string> CreateLvmPool(const LvmPoolSpec& spec) {
   if (spec.vg.empty()) return Status::InvalidArgument("--vg must not be empty");
   if (spec.name.empty()) return Status::InvalidArgument("--name must not be empty");
@@ -419,23 +434,25 @@ Result<std::string> CreateLvmPool(const LvmPoolSpec& spec) {
 
   Result<CommandOutput> vgs = lvm({"vgs", "--noheadings", "-o", "vg_name", spec.vg});
   if (!vgs.ok()) return vgs.status().Annotate("running vgs");
-  if (vgs->exit_code != 0) {
-    return Status::NotFound("volume group " + spec.vg + " not found (vgs exited " +
-                            std::to_string(vgs->exit_code) + ": " + vgs->err + ")");
+  if (Status st = CheckLvm(vgs, "vgs"); !st.ok()) {
+    return Status::NotFound("volume group " + spec.vg + " not found (" + st.message() + ")");
   }
-  std::vector<std::string> argv = {"lvcreate", "--type", "thin-pool", "--errorwhenfull",
-                                   "y",        "--yes",  "--name",    spec.name};
+  // `lvcreate --type thin-pool` rejects --errorwhenfull in lvm2 2.03, so the
+  // policy is switched right after creation, and the pool removed again if
+  // that fails: a pool that queues I/O when full hangs its users.
+  std::vector<std::string> argv = {"lvcreate", "--type", "thin-pool", "--yes", "--name", spec.name};
   if (spec.size) {
     argv.insert(argv.end(), {"--size", std::to_string(*spec.size) + "b"});
   } else {
     argv.insert(argv.end(), {"--extents", std::to_string(*spec.percent) + "%FREE"});
   }
   argv.push_back(spec.vg);
-  Result<CommandOutput> created = lvm(argv);
-  if (!created.ok()) return created.status().Annotate("running lvcreate");
-  if (created->exit_code != 0) {
-    return Status::Internal("lvcreate exited " + std::to_string(created->exit_code) + ": " +
-                            created->err);
+  THINSNAP_RETURN_IF_ERROR(CheckLvm(lvm(argv), "lvcreate"));
+  const std::string lv = spec.vg + "/" + spec.name;
+  Status policy = CheckLvm(lvm({"lvchange", "--errorwhenfull", "y", lv}), "lvchange");
+  if (!policy.ok()) {
+    (void)CheckLvm(lvm({"lvremove", "--yes", lv}), "lvremove");
+    return policy.Annotate("setting error_if_no_space on " + lv + " (pool removed again)");
   }
   Result<dm::DeviceInfo> info = dm::GetInfo(dm_name);
   if (!info.ok()) return info.status();

@@ -43,6 +43,10 @@ Result<uint64_t> ParseSize(std::string_view text) {
                                    ": expected a whole number with an optional unit "
                                    "(K, M, G, T, KiB, MiB, GiB, TiB)");
   }
+  if (digits < text.size() && (text[digits] == '.' || text[digits] == ',')) {
+    return Status::InvalidArgument("bad size " + quoted +
+                                   ": fractions are not supported; use a smaller unit");
+  }
   uint64_t value = 0;
   for (size_t i = 0; i < digits; ++i) {
     const uint64_t digit = static_cast<uint64_t>(text[i] - '0');
