@@ -2,12 +2,15 @@
 
 #include <spdlog/spdlog.h>
 
+#include "base/failpoint.h"
+
 namespace thinsnap {
 
 template <typename Change>
 Status PoolTransactions::Apply(Change change) {
   std::lock_guard lock(mu_);
   THINSNAP_RETURN_IF_ERROR(change());
+  THINSNAP_FAILPOINT("pool.before_set_transaction_id");
   // Read the id instead of caching it: an administrator (or LVM) may also
   // bump it, and a stale cache would make every later CAS fail.
   auto status = pool_.QueryStatus();

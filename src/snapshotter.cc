@@ -118,9 +118,12 @@ Status Snapshotter::Impl::EnsureBase() {
   BaseDevice fresh{*id, opts.base_size_bytes, fs->type()};
   spdlog::info("creating base device (thin id {}, {} bytes, {})", *id, fresh.size_bytes,
                fresh.fs_type);
+  THINSNAP_FAILPOINT("base.after_intent");
   THINSNAP_RETURN_IF_ERROR(tx.CreateThin(*id).Annotate("create base device"));
+  THINSNAP_FAILPOINT("base.after_create");
   THINSNAP_RETURN_IF_ERROR(pool->Activate(*id, fresh.size_bytes, Access::kReadWrite));
   Status formatted = fs->Format(pool->DevicePath(*id));
+  if (formatted.ok()) formatted = failpoint::Hit("base.after_format");
   Status deactivated = pool->Deactivate(*id);
   THINSNAP_RETURN_IF_ERROR(formatted.Annotate("format base device"));
   THINSNAP_RETURN_IF_ERROR(deactivated.Annotate("deactivate base device"));

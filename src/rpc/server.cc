@@ -64,12 +64,15 @@ Status RemoveStaleSocket(const std::string& path) {
   if (!S_ISSOCK(st.st_mode)) {
     return Status::FailedPrecondition(path + " exists and is not a socket; not removing it");
   }
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  // Non-blocking, so a live server with a full backlog answers EAGAIN
+  // instead of hanging us; a dead one answers ECONNREFUSED.
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return Status::FromErrno(errno, "socket");
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  const bool live = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+  const bool live =
+      connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0 || errno == EAGAIN;
   close(fd);
   if (live) {
     return Status::FailedPrecondition("another server is listening on " + path);
