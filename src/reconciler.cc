@@ -1,9 +1,9 @@
 #include "reconciler.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <set>
-
-#include <spdlog/spdlog.h>
 
 namespace thinsnap {
 namespace {

@@ -23,11 +23,11 @@ namespace thinsnap {
 struct ReconcileReport {
   int unfinished_creates = 0;
   int unfinished_deletes = 0;
-  std::vector<ThinId> orphan_ids;       // in the pool, unknown to the metadata
-  std::vector<ThinId> stray_devices;    // active but should not be
-  std::vector<ThinId> reactivated;      // active/view snapshots brought back
-  std::vector<std::string> lost;        // snapshot keys whose device is gone
-  std::vector<std::string> problems;    // repairs that failed (e.g. device busy)
+  std::vector<ThinId> orphan_ids;     // in the pool, unknown to the metadata
+  std::vector<ThinId> stray_devices;  // active but should not be
+  std::vector<ThinId> reactivated;    // active/view snapshots brought back
+  std::vector<std::string> lost;      // snapshot keys whose device is gone
+  std::vector<std::string> problems;  // repairs that failed (e.g. device busy)
 
   bool clean() const {
     return unfinished_creates == 0 && unfinished_deletes == 0 && orphan_ids.empty() &&

@@ -1,9 +1,9 @@
 #include "snapshotter.h"
 
+#include <spdlog/spdlog.h>
+
 #include <chrono>
 #include <condition_variable>
-
-#include <spdlog/spdlog.h>
 
 #include "base/failpoint.h"
 #include "filter.h"
@@ -86,14 +86,14 @@ Status Snapshotter::Impl::CheckFreeSpace() {
   const double data_free = FreePercent(st->data_used_blocks, st->data_total_blocks);
   const double meta_free = FreePercent(st->meta_used_blocks, st->meta_total_blocks);
   if (st->out_of_data_space || data_free < opts.min_free_space_percent) {
-    return Status::ResourceExhausted(fmt::format(
-        "pool {} has {:.1f}% free data space, below the {:.1f}% minimum", pool->name(), data_free,
-        opts.min_free_space_percent));
+    return Status::ResourceExhausted(
+        fmt::format("pool {} has {:.1f}% free data space, below the {:.1f}% minimum", pool->name(),
+                    data_free, opts.min_free_space_percent));
   }
   if (meta_free < opts.min_free_space_percent) {
-    return Status::ResourceExhausted(fmt::format(
-        "pool {} has {:.1f}% free metadata space, below the {:.1f}% minimum", pool->name(),
-        meta_free, opts.min_free_space_percent));
+    return Status::ResourceExhausted(
+        fmt::format("pool {} has {:.1f}% free metadata space, below the {:.1f}% minimum",
+                    pool->name(), meta_free, opts.min_free_space_percent));
   }
   return Status::Ok();
 }
@@ -211,7 +211,9 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
   if (status->failed || status->needs_check || status->read_only) {
     return Status::FailedPrecondition(
         "pool " + impl->pool->name() + " is " +
-        (status->failed ? "failed" : status->needs_check ? "flagged needs_check" : "read-only") +
+        (status->failed        ? "failed"
+         : status->needs_check ? "flagged needs_check"
+                               : "read-only") +
         "; repair it (thin_check/thin_repair) before starting thinsnap");
   }
 
@@ -262,8 +264,7 @@ Result<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
   return impl_->MountsFor(*r);
 }
 
-Status Snapshotter::Commit(const std::string& name, const std::string& key,
-                           const Labels& labels) {
+Status Snapshotter::Commit(const std::string& name, const std::string& key, const Labels& labels) {
   Impl::CallGuard guard(*impl_);
   THINSNAP_RETURN_IF_ERROR(guard.status());
   THINSNAP_RETURN_IF_ERROR(ValidateKey("name", name));
@@ -277,7 +278,8 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key,
   if (r->info.kind != Kind::kActive) {
     return Status::FailedPrecondition("snapshot " + key + " is not active");
   }
-  if (impl_->store->Get(name).ok()) return Status::AlreadyExists("snapshot " + name + " already exists");
+  if (impl_->store->Get(name).ok())
+    return Status::AlreadyExists("snapshot " + name + " already exists");
 
   // Measure while the device is still active and quiescent.
   ThinPool& pool = *impl_->pool;
@@ -394,9 +396,8 @@ Status Snapshotter::Walk(const std::vector<std::string>& filters,
   THINSNAP_RETURN_IF_ERROR(guard.status());
   auto filter = Filter::Parse(filters);
   if (!filter.ok()) return filter.status();
-  return impl_->store->ForEach([&](const SnapshotRecord& r) {
-    return filter->Matches(r.info) ? fn(r.info) : Status::Ok();
-  });
+  return impl_->store->ForEach(
+      [&](const SnapshotRecord& r) { return filter->Matches(r.info) ? fn(r.info) : Status::Ok(); });
 }
 
 Status Snapshotter::Cleanup() {

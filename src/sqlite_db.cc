@@ -12,18 +12,20 @@ Status SqliteStatus(sqlite3* db, int rc, std::string_view what) {
   int ext = db ? sqlite3_extended_errcode(db) : rc;
   switch (ext) {
     case SQLITE_CONSTRAINT_UNIQUE:
-    case SQLITE_CONSTRAINT_PRIMARYKEY: return Status::AlreadyExists(msg);
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+      return Status::AlreadyExists(msg);
     case SQLITE_CONSTRAINT_FOREIGNKEY:
-    case SQLITE_CONSTRAINT_TRIGGER: return Status::FailedPrecondition(msg);
-    default: break;
+    case SQLITE_CONSTRAINT_TRIGGER:
+      return Status::FailedPrecondition(msg);
+    default:
+      break;
   }
   if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED) return Status::Unavailable(msg);
   if ((rc & 0xff) == SQLITE_FULL) return Status::ResourceExhausted(msg);
   return Status::Internal(msg);
 }
 
-Stmt::Stmt(Stmt&& other) noexcept
-    : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+Stmt::Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
 
 Stmt::~Stmt() { sqlite3_finalize(stmt_); }
 
@@ -71,8 +73,9 @@ std::string Stmt::Text(int col) const {
 
 Result<Db> Db::Open(const std::string& path) {
   sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   Db db(raw);  // owns `raw` even on failure
   if (rc != SQLITE_OK) return SqliteStatus(raw, rc, "open " + path);
   sqlite3_extended_result_codes(raw, 1);

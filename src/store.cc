@@ -105,8 +105,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
   std::unique_ptr<Store> store(new Store(std::move(db).value()));
   // WAL lets readers proceed during a commit; FULL makes every commit durable
   // before the pool is touched, which the intent log relies on.
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
-                             "PRAGMA foreign_keys=ON"}) {
+  for (const char* pragma :
+       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA foreign_keys=ON"}) {
     THINSNAP_RETURN_IF_ERROR(store->db_.Exec(pragma).Annotate(pragma));
   }
   THINSNAP_RETURN_IF_ERROR(store->Migrate());
@@ -128,7 +128,8 @@ Status Store::Migrate() {
   for (int64_t v = version; v < latest; ++v) {
     Txn txn(db_);
     THINSNAP_RETURN_IF_ERROR(txn.begin_status());
-    THINSNAP_RETURN_IF_ERROR(db_.Exec(kMigrations[v]).Annotate("migration " + std::to_string(v + 1)));
+    THINSNAP_RETURN_IF_ERROR(
+        db_.Exec(kMigrations[v]).Annotate("migration " + std::to_string(v + 1)));
     THINSNAP_RETURN_IF_ERROR(db_.Exec("PRAGMA user_version = " + std::to_string(v + 1)));
     THINSNAP_RETURN_IF_ERROR(txn.Commit());
   }
@@ -388,15 +389,16 @@ Result<SnapshotRecord> Store::SetLabels(std::string_view key, const Labels& labe
 
 Result<std::vector<Intent>> Store::ListIntents() {
   std::lock_guard lock(mu_);
-  auto st = db_.Prepare("SELECT id, op, thin_id, COALESCE(snapshot_id, 0) FROM intents ORDER BY id");
+  auto st =
+      db_.Prepare("SELECT id, op, thin_id, COALESCE(snapshot_id, 0) FROM intents ORDER BY id");
   if (!st.ok()) return st.status();
   std::vector<Intent> out;
   for (;;) {
     auto row = st->Step();
     if (!row.ok()) return row.status();
     if (!*row) return out;
-    out.push_back({st->Int(0), static_cast<IntentOp>(st->Int(1)),
-                   static_cast<ThinId>(st->Int(2)), st->Int(3)});
+    out.push_back({st->Int(0), static_cast<IntentOp>(st->Int(1)), static_cast<ThinId>(st->Int(2)),
+                   st->Int(3)});
   }
 }
 
@@ -449,8 +451,8 @@ Result<std::optional<BaseDevice>> Store::GetBase() {
   auto row = st->Step();
   if (!row.ok()) return row.status();
   if (!*row) return std::optional<BaseDevice>();
-  return std::optional<BaseDevice>(BaseDevice{static_cast<ThinId>(st->Int(0)),
-                                              static_cast<uint64_t>(st->Int(1)), st->Text(2)});
+  return std::optional<BaseDevice>(
+      BaseDevice{static_cast<ThinId>(st->Int(0)), static_cast<uint64_t>(st->Int(1)), st->Text(2)});
 }
 
 Result<Intent> Store::BeginCreateBase(ThinId thin_id) {

@@ -56,7 +56,8 @@ void BM_WalkAll(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   for (int i = 0; i < n; ++i) {
     const std::string key = "default/" + std::to_string(i) + "/sha256:layer";
-    if (!f.snap->Prepare(key, "", {{"containerd.io/gc.root", "x"}, {"n", std::to_string(i)}}).ok()) {
+    if (!f.snap->Prepare(key, "", {{"containerd.io/gc.root", "x"}, {"n", std::to_string(i)}})
+             .ok()) {
       state.SkipWithError("prepare failed");
       return;
     }

@@ -183,7 +183,7 @@ TEST_F(SnapshotterTest, RemoveOfBusyDeviceSucceedsAndCleanupFinishesIt) {
   ASSERT_TRUE(snap_->Remove("a").ok());
   EXPECT_EQ(snap_->Stat("a").status().code(), Code::kNotFound);
   EXPECT_EQ(pool_->ThinIds().size(), 2u);  // still there, busy
-  MustPrepare("b");                         // the busy id is not reused
+  MustPrepare("b");                        // the busy id is not reused
   EXPECT_EQ(snap_->Mounts("b")->at(0).source, "/dev/mapper/fake-thin-2");
   ASSERT_TRUE(snap_->Cleanup().ok());
   EXPECT_EQ(pool_->ThinIds().size(), 3u);  // still busy: kept for later
@@ -215,8 +215,7 @@ TEST_F(SnapshotterTest, UpdateChangesLabelsOnly) {
   EXPECT_GE(out->updated_ns, out->created_ns);
   EXPECT_EQ(snap_->Update(in, {"parent"}).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(snap_->Update(in, {"name"}).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(snap_->Update({"missing", "", Kind::kActive, {}}, {}).status().code(),
-            Code::kNotFound);
+  EXPECT_EQ(snap_->Update({"missing", "", Kind::kActive, {}}, {}).status().code(), Code::kNotFound);
   EXPECT_EQ(snap_->Update({"a", "", Kind::kActive, {{"big", std::string(5000, 'x')}}}, {})
                 .status()
                 .code(),
@@ -254,10 +253,8 @@ TEST_F(SnapshotterTest, InvalidInputChangesNothing) {
   MustPrepare("a");
   const auto ids = pool_->ThinIds();
   EXPECT_EQ(snap_->Prepare("", "", {}).status().code(), Code::kInvalidArgument);
-  EXPECT_EQ(snap_->Prepare(std::string(4097, 'k'), "", {}).status().code(),
-            Code::kInvalidArgument);
-  EXPECT_EQ(snap_->Prepare(std::string("a\0b", 3), "", {}).status().code(),
-            Code::kInvalidArgument);
+  EXPECT_EQ(snap_->Prepare(std::string(4097, 'k'), "", {}).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(snap_->Prepare(std::string("a\0b", 3), "", {}).status().code(), Code::kInvalidArgument);
   EXPECT_EQ(snap_->Prepare("k", "", {{"l", std::string(4096, 'v')}}).status().code(),
             Code::kInvalidArgument);
   EXPECT_EQ(snap_->Commit("", "a", {}).code(), Code::kInvalidArgument);

@@ -126,8 +126,8 @@ TEST(StoreTest, ThinIdsAreUnique) {
 
 TEST(StoreTest, KeysAreOpaqueBytes) {
   auto s = OpenMemory();
-  const std::string odd[] = {"/", "..", "a b", "ns/12/sha256:abc", std::string(4096, 'k'),
-                             "\xff\xfe", "caf\xc3\xa9"};
+  const std::string odd[] = {
+      "/", "..", "a b", "ns/12/sha256:abc", std::string(4096, 'k'), "\xff\xfe", "caf\xc3\xa9"};
   ThinId id = 1;
   for (const auto& key : odd) {
     MustCreate(*s, Snap(key, "", id++));
@@ -137,9 +137,9 @@ TEST(StoreTest, KeysAreOpaqueBytes) {
   }
   int n = 0;
   ASSERT_TRUE(s->ForEach([&](const SnapshotRecord&) {
-                  ++n;
-                  return Status::Ok();
-                }).ok());
+                 ++n;
+                 return Status::Ok();
+               }).ok());
   EXPECT_EQ(n, static_cast<int>(std::size(odd)));
 }
 
@@ -152,11 +152,11 @@ TEST(StoreTest, ForEachPagesWithLabels) {
   }
   std::vector<std::string> seen;
   ASSERT_TRUE(s->ForEach([&](const SnapshotRecord& r) {
-                  EXPECT_EQ(r.info.labels.at("i"), r.info.name.substr(1));
-                  EXPECT_EQ(r.info.labels.size(), 2u);
-                  seen.push_back(r.info.name);
-                  return Status::Ok();
-                }).ok());
+                 EXPECT_EQ(r.info.labels.at("i"), r.info.name.substr(1));
+                 EXPECT_EQ(r.info.labels.size(), 2u);
+                 seen.push_back(r.info.name);
+                 return Status::Ok();
+               }).ok());
   EXPECT_EQ(seen.size(), 1300u);
   // A callback error stops the walk and is returned.
   int calls = 0;

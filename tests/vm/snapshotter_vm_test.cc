@@ -82,7 +82,7 @@ class SnapshotterVmTest : public ::testing::Test {
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "pool");
     RunOk({THINSNAPCTL, "pool", "create", "--loop", "--dir", (dir_ / "pool").string(),
-         "--data-size", data_size, "--meta-size", meta_size, "--name", pool_name_});
+           "--data-size", data_size, "--meta-size", meta_size, "--name", pool_name_});
     provisioned_ = true;
     opts.base_size_bytes = 256ull << 20;
     opts_ = opts;
@@ -118,7 +118,8 @@ class SnapshotterVmTest : public ::testing::Test {
     }
     RunOk({THINSNAPCTL, "pool", "destroy", "--dir", (dir_ / "pool").string()});
     // thin_check uses O_DIRECT, which tmpfs refuses: check through a loop.
-    std::string loop = RunOk({"losetup", "--find", "--show", (dir_ / "pool" / "meta.img").string()});
+    std::string loop =
+        RunOk({"losetup", "--find", "--show", (dir_ / "pool" / "meta.img").string()});
     while (!loop.empty() && loop.back() == '\n') loop.pop_back();
     RunOk({"thin_check", loop});
     RunOk({"losetup", "-d", loop});
