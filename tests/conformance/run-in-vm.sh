@@ -39,8 +39,7 @@ failed=$(grep -cE -- '--- FAIL' "$WORK/suite.log" || true)
 tb_log "suite cases passed: $passed; skipped: ${skipped:-none}; failures: $failed"
 
 daemon_stop
-pool_destroy
-pool_check 1
+pool_destroy_and_check 1
 
 [ "$rc" -eq 0 ] || tb_fail "conformance binary exited with status $rc"
 [ "$failed" -eq 0 ] || tb_fail "$failed failing cases"

@@ -83,7 +83,7 @@ for _ in $(seq 300); do
   kill -0 "$CONTAINERD_PID" 2>/dev/null || tb_fail "containerd exited during start-up"
   sleep 0.2
 done
-ctr_ plugins ls | grep -E '^io.containerd.snapshotter.v1 +thinsnap .* ok$' ||
+ctr_ plugins ls | grep -E '^io.containerd.snapshotter.v1 +thinsnap .* ok *$' ||
   tb_fail "containerd did not load the thinsnap proxy snapshotter"
 
 step "ctr image import --snapshotter thinsnap"
@@ -96,6 +96,10 @@ step "snapshots containerd holds in thinsnap after import:"
 ctr_ snapshots --snapshotter thinsnap ls
 layers=$(ctr_ snapshots --snapshotter thinsnap ls | awk 'NR > 1 && $NF == "Committed"' | wc -l)
 [ "$layers" -eq 3 ] || tb_fail "want 3 committed layer snapshots, got $layers"
+step "the same snapshots as thinsnapd holds them (keys prefixed by containerd's metadata layer):"
+"$e2etool" snapshots "$THINSNAP_SOCK" | tee "$WORK/thinsnapd-snapshots"
+held=$(grep -c '^Committed default/' "$WORK/thinsnapd-snapshots" || true)
+[ "$held" -eq 3 ] || tb_fail "want 3 committed snapshots in thinsnapd, got $held"
 
 step "ctr run --rm --snapshotter thinsnap $ref c1"
 out=$(ctr_ run --rm --snapshotter thinsnap \
@@ -130,6 +134,5 @@ step "thinsnapd holds no snapshots"
 
 stop_containerd
 daemon_stop
-pool_destroy
-pool_check 1
+pool_destroy_and_check 1
 step "ctr_e2e: PASS"

@@ -11,8 +11,7 @@
 #   daemon_start
 #   ...                           # $THINSNAP_SOCK serves the pool
 #   daemon_stop                   # fails if thinsnapd does not exit cleanly
-#   pool_destroy                  # removes thin devices, the pool, the loops
-#   pool_check EXPECTED_THIN_DEVICES   # thin_check + thin_ls on the metadata
+#   pool_destroy_and_check N      # teardown; thin_check; exactly N thin devices left
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export DM_DISABLE_UDEV=1
@@ -98,10 +97,9 @@ pool_thin_devices() {
     awk -v p="$pool_devno" '$4 == "thin" && $5 == p { sub(/:$/, "", $1); print $1 }'
 }
 
-# Tears down everything pool_create made. Active thin devices left behind by
-# thinsnapd are listed (they are expected for e.g. the base device while it is
-# in use, never after a clean shutdown of an empty snapshotter) and removed.
-pool_destroy() {
+# Removes the pool's device-mapper devices. Active thin devices left behind
+# by thinsnapd are listed and removed first.
+pool_remove_dm() {
   if [ -n "$POOL_NAME" ] && dmsetup info "$POOL_NAME" >/dev/null 2>&1; then
     local dev
     for dev in $(pool_thin_devices); do
@@ -110,19 +108,26 @@ pool_destroy() {
     done
     dmsetup remove --retry "$POOL_NAME"
   fi
+}
+
+pool_detach_loops() {
   local loop
   for loop in "$DATA_LOOP" "$META_LOOP"; do
     [ -n "$loop" ] && losetup -d "$loop"
   done
   DATA_LOOP=
+  META_LOOP=
 }
 
-# Verifies the pool metadata after pool_destroy: thin_check must pass and the
-# pool must hold exactly the expected number of thin devices.
-pool_check() {
+# Tears the pool down and verifies its metadata: thin_check must pass and the
+# pool must hold exactly EXPECTED thin devices. The checks read the metadata
+# loop device (thin_check opens with O_DIRECT, which tmpfs files refuse).
+pool_destroy_and_check() {
   local expected=$1 devices count
-  thin_check "$WORK/meta.img" || tb_fail "thin_check failed on the pool metadata"
-  devices=$(thin_ls --no-headers --format DEV,MAPPED_BYTES,EXCLUSIVE_BYTES "$WORK/meta.img")
+  pool_remove_dm
+  thin_check "$META_LOOP" || tb_fail "thin_check failed on the pool metadata"
+  devices=$(thin_ls --no-headers --format DEV,MAPPED_BYTES,EXCLUSIVE_BYTES "$META_LOOP")
+  pool_detach_loops
   count=$(printf '%s\n' "$devices" | grep -c '[0-9]' || true)
   tb_log "thin_check: ok; thin devices in the pool: $count"
   printf '%s\n' "$devices" | sed 's/^/  thin_ls: /'
@@ -139,7 +144,8 @@ testbed_cleanup() {
     tail -n 80 "$WORK/thinsnapd.log"
   fi
   if [ -n "$DATA_LOOP" ]; then
-    pool_destroy
+    pool_remove_dm
+    pool_detach_loops
   fi
   exit "$rc"
 }
