@@ -6,6 +6,7 @@
 //   thinsnapctl pool activate --dir DIR
 //   thinsnapctl pool destroy (--dir DIR | --name NAME) [--force] [--delete-files]
 //   thinsnapctl [--socket PATH] ls|tree|info|usage|prepare|view|commit|mounts|rm|cleanup
+//   thinsnapctl check [--repair] [--json] --root DIR --pool NAME; thinsnapctl gc ... (check.h)
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "client.h"
 #include "pool_admin.h"
 #include "size.h"
@@ -199,11 +201,12 @@ int Main(int argc, char** argv) {
   CLI::App* rm = app.add_subcommand("rm", "remove a snapshot");
   rm->add_option("KEY", key)->required();
   CLI::App* cleanup = app.add_subcommand("cleanup", "ask the daemon to reclaim space");
+  CheckCommands check(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return app.exit(e) == 0 ? 0 : 2;  // usage errors
   }
   client.timeout = std::chrono::seconds(timeout_s);
 
@@ -237,6 +240,7 @@ int Main(int argc, char** argv) {
     Status st = PrintPoolStatus(status_name, status_json);
     return st.ok() ? 0 : Fail(st);
   }
+  if (check.chosen()) return check.Run();
 
   Result<Labels> parsed_labels = ParseLabels(label_items);
   if (!parsed_labels.ok()) return Fail(parsed_labels.status());
