@@ -16,9 +16,10 @@ $(BUILD)/CMakeCache.txt:
 build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Unit tests, gRPC tests and the dm-thin suites inside the qemu VM.
+# Unit tests, gRPC tests and the dm-thin suites inside the qemu VM
+# (everything but the long soak and randomised crash runs).
 test: deps build
-	ctest --test-dir $(BUILD) --output-on-failure -j 1
+	ctest --test-dir $(BUILD) --output-on-failure -LE long
 
 # Soak and randomised crash runs (longer than the per-submission suite).
 test-long: deps build

@@ -69,7 +69,16 @@ Result<TaskPtr> NewTask(int type, const std::string& name, const std::string& wh
   InitOnce();
   t_last_error.clear();
   TaskPtr t(dm_task_create(type));
-  if (!t) return Status::Internal(what + ": dm_task_create failed");
+  if (!t) {
+    // libdevmapper fails here when the kernel has no device-mapper at all.
+    if (access("/dev/mapper/control", F_OK) != 0) {
+      return Status::Unavailable(what +
+                                 ": device-mapper is not available (no /dev/mapper/control); "
+                                 "load the dm-thin-pool kernel module");
+    }
+    return Status::Internal(what + ": dm_task_create failed" +
+                            (t_last_error.empty() ? "" : ": " + t_last_error));
+  }
   if (!name.empty() && !dm_task_set_name(t.get(), name.c_str())) {
     return Fail(t.get(), what + ": bad name");
   }

@@ -169,15 +169,23 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   if (st.ok()) st = failpoint::Hit("create.after_activate");
   if (st.ok()) st = store->FinishCreate(*pending);
   if (!st.ok()) {
-    // Undo in reverse order. If the undo itself fails, the intent stays and
-    // Cleanup or the next start finishes it; the id stays reserved until then.
+    // Undo in reverse order. If the pool refuses (e.g. the device is busy),
+    // the key is still released and the thin id handed to a delete intent,
+    // which Cleanup retries; the id stays reserved until then.
     Status undo = pool->DeactivateForDelete(*id);
     if (undo.ok()) undo = tx.Delete(*id);
-    if (undo.ok()) undo = store->AbortCreate(*pending);
-    if (undo.ok()) {
+    Status forgot = store->AbortCreate(*pending);
+    if (undo.ok() && forgot.ok()) {
       ids.Release(*id);
+    } else if (forgot.ok()) {
+      spdlog::warn("rollback of {}: thin id {} left for cleanup: {}", key, *id, undo.ToString());
+      auto later = store->RecordDelete(*id);
+      if (!later.ok())
+        spdlog::warn("record delete of thin id {}: {}", *id, later.status().ToString());
     } else {
-      spdlog::warn("rollback of {} (thin id {}) incomplete: {}", key, *id, undo.ToString());
+      // The metadata is unreachable too: the next start's reconciler undoes
+      // the create from its intent.
+      spdlog::error("rollback of {} incomplete: {}", key, forgot.ToString());
     }
     return st.Annotate(std::string(kind == Kind::kView ? "view " : "prepare ") + key);
   }

@@ -33,8 +33,8 @@ namespace thinsnap {
 
 struct SnapshotterOptions {
   uint64_t base_size_bytes = 10ull << 30;  // virtual size of every thin device
-  // Remove only marks the snapshot; Cleanup (and the background reaper)
-  // deactivate and delete its device.
+  // Remove only forgets the snapshot; Cleanup (which containerd calls after
+  // each garbage collection) deactivates and deletes its device.
   bool async_remove = false;
   // Prepare/View fail with ResourceExhausted when free data or metadata space
   // would drop below this percentage of the pool.
