@@ -1,0 +1,272 @@
+// proxybench: latency and concurrency figures for a snapshotter, measured
+// through containerd's own snapshots/proxy gRPC client, i.e. the path every
+// call from containerd takes to a proxy plugin.
+//
+// It reports
+//   - N sequential Prepare+Commit+Remove cycles on a root snapshot, and on a
+//     child of a committed parent: median, p90 and per-step medians;
+//   - the wall time of 1 Prepare against 16 parallel Prepares (distinct keys,
+//     of the committed parent and of the root), and their ratio.
+//
+// The figures are printed, never judged: the program fails only when a
+// snapshot operation fails. Built on the host in GOPATH mode against Debian's
+// containerd 1.6.20 sources; run as root in the test VM by run-in-vm.sh.
+//
+//	proxybench -socket /tmp/thinsnap.sock            # a running thinsnapd
+//	proxybench -devmapper-pool P -devmapper-root D   # containerd's devmapper
+//	                                                 # snapshotter, served in-process
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/contrib/snapshotservice"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/pkg/dialer"
+	"github.com/containerd/containerd/snapshots"
+	"github.com/containerd/containerd/snapshots/devmapper"
+	"github.com/containerd/containerd/snapshots/proxy"
+	"google.golang.org/grpc"
+)
+
+var (
+	socketPath   = flag.String("socket", "", "unix socket of the snapshotter under test (thinsnapd)")
+	cycles       = flag.Int("cycles", 40, "measured Prepare+Commit+Remove cycles per variant")
+	warmup       = flag.Int("warmup", 3, "unmeasured cycles before each variant")
+	parallel     = flag.Int("parallel", 16, "Prepares issued at once in the concurrency test")
+	rounds       = flag.Int("rounds", 5, "rounds of the 1-vs-parallel test (medians are reported)")
+	label        = flag.String("label", "thinsnap", "name printed with the figures")
+	dmPool       = flag.String("devmapper-pool", "", "bench containerd's devmapper snapshotter on this thin-pool instead")
+	dmRoot       = flag.String("devmapper-root", "", "devmapper snapshotter root directory")
+	dmBaseSize   = flag.String("devmapper-base-size", "1GB", "devmapper base_image_size")
+	dmServerSock = flag.String("devmapper-socket", "", "socket to serve the devmapper snapshotter on (default: in -devmapper-root)")
+)
+
+func fatalf(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "proxybench: FAIL: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// dial wraps a connection to `socket` in containerd's proxy snapshotter.
+func dial(socket string) (snapshots.Snapshotter, *grpc.ClientConn) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := grpc.DialContext(ctx, dialer.DialAddress(socket), grpc.WithInsecure(),
+		grpc.WithBlock(), grpc.WithContextDialer(dialer.ContextDialer))
+	if err != nil {
+		fatalf("dial %s: %v", socket, err)
+	}
+	return proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), *label), conn
+}
+
+// serveDevmapper starts containerd's devmapper snapshotter on `pool` and
+// serves it with containerd's snapshot service on a unix socket, so that it
+// is measured through exactly the same client path as thinsnapd.
+func serveDevmapper(ctx context.Context) (string, func()) {
+	if *dmRoot == "" {
+		fatalf("-devmapper-root is required with -devmapper-pool")
+	}
+	sn, err := devmapper.NewSnapshotter(ctx, &devmapper.Config{
+		RootPath:      *dmRoot,
+		PoolName:      *dmPool,
+		BaseImageSize: *dmBaseSize,
+	})
+	if err != nil {
+		fatalf("devmapper snapshotter: %v", err)
+	}
+	sock := *dmServerSock
+	if sock == "" {
+		sock = filepath.Join(*dmRoot, "devmapper.sock")
+	}
+	_ = os.Remove(sock)
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		fatalf("listen %s: %v", sock, err)
+	}
+	srv := grpc.NewServer()
+	snapshotsapi.RegisterSnapshotsServer(srv, snapshotservice.FromSnapshotter(sn))
+	go func() { _ = srv.Serve(l) }()
+	return sock, func() {
+		srv.GracefulStop()
+		if err := sn.Close(); err != nil {
+			fatalf("close devmapper snapshotter: %v", err)
+		}
+	}
+}
+
+type stats struct{ sorted []time.Duration }
+
+func newStats(d []time.Duration) stats {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return stats{s}
+}
+
+// pct is the nearest-rank percentile.
+func (s stats) pct(p float64) time.Duration {
+	if len(s.sorted) == 0 {
+		return 0
+	}
+	i := int(p/100*float64(len(s.sorted))+0.5) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(s.sorted) {
+		i = len(s.sorted) - 1
+	}
+	return s.sorted[i]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%7.1f ms", float64(d.Microseconds())/1000) }
+
+type bench struct {
+	sn  snapshots.Snapshotter
+	ctx context.Context
+	run string // unique key prefix of this run
+	seq int
+}
+
+func (b *bench) key(what string) string {
+	b.seq++
+	return fmt.Sprintf("%s/%s-%d", b.run, what, b.seq)
+}
+
+func (b *bench) must(err error, op, key string) {
+	if err != nil {
+		fatalf("%s %s: %v", op, key, err)
+	}
+}
+
+// cycle runs Prepare(parent), Commit, Remove(committed) and returns the
+// duration of each step.
+func (b *bench) cycle(parent string) [3]time.Duration {
+	active, name := b.key("active"), b.key("committed")
+	var d [3]time.Duration
+	t0 := time.Now()
+	_, err := b.sn.Prepare(b.ctx, active, parent)
+	b.must(err, "prepare", active)
+	t1 := time.Now()
+	b.must(b.sn.Commit(b.ctx, name, active), "commit", active)
+	t2 := time.Now()
+	b.must(b.sn.Remove(b.ctx, name), "remove", name)
+	t3 := time.Now()
+	d[0], d[1], d[2] = t1.Sub(t0), t2.Sub(t1), t3.Sub(t2)
+	return d
+}
+
+func (b *bench) cycles(what, parent string) {
+	for i := 0; i < *warmup; i++ {
+		b.cycle(parent)
+	}
+	var total []time.Duration
+	var steps [3][]time.Duration
+	for i := 0; i < *cycles; i++ {
+		d := b.cycle(parent)
+		total = append(total, d[0]+d[1]+d[2])
+		for j := range d {
+			steps[j] = append(steps[j], d[j])
+		}
+	}
+	t := newStats(total)
+	fmt.Printf("%-9s cycle %-14s n=%d  median %s  p90 %s  min %s  max %s\n", *label, what,
+		len(total), ms(t.pct(50)), ms(t.pct(90)), ms(t.pct(0)), ms(t.pct(100)))
+	fmt.Printf("%-9s   step medians:  prepare %s  commit %s  remove %s\n", *label,
+		ms(newStats(steps[0]).pct(50)), ms(newStats(steps[1]).pct(50)), ms(newStats(steps[2]).pct(50)))
+}
+
+// prepares issues n Prepares of `parent` at once and returns the wall time
+// until the last one returned; the snapshots are removed afterwards, untimed.
+func (b *bench) prepares(n int, parent string) time.Duration {
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = b.key("par")
+	}
+	errs := make([]error, n)
+	var start, wg sync.WaitGroup
+	start.Add(1)
+	for i := range keys {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			start.Wait()
+			_, errs[i] = b.sn.Prepare(b.ctx, keys[i], parent)
+		}(i)
+	}
+	t0 := time.Now()
+	start.Done()
+	wg.Wait()
+	wall := time.Since(t0)
+	for i, err := range errs {
+		b.must(err, "prepare", keys[i])
+	}
+	for _, k := range keys {
+		b.must(b.sn.Remove(b.ctx, k), "remove", k)
+	}
+	return wall
+}
+
+func (b *bench) concurrency(what, parent string) {
+	b.prepares(1, parent) // warm-up
+	var one, many []time.Duration
+	for r := 0; r < *rounds; r++ {
+		one = append(one, b.prepares(1, parent))
+		many = append(many, b.prepares(*parallel, parent))
+	}
+	o, m := newStats(one).pct(50), newStats(many).pct(50)
+	fmt.Printf("%-9s prepare %-12s 1: median %s   %d parallel: median wall %s (max %s)   ratio %.2fx\n",
+		*label, what, ms(o), *parallel, ms(m), ms(newStats(many).pct(100)),
+		float64(m)/float64(o))
+}
+
+func main() {
+	flag.Parse()
+	ctx := namespaces.WithNamespace(context.Background(), "proxybench")
+	socket := *socketPath
+	if *dmPool != "" {
+		sock, stop := serveDevmapper(ctx)
+		defer stop()
+		socket = sock
+	} else if socket == "" {
+		fatalf("-socket or -devmapper-pool is required")
+	}
+	sn, conn := dial(socket)
+	defer conn.Close()
+
+	b := &bench{sn: sn, ctx: ctx, run: fmt.Sprintf("proxybench-%d-%d", os.Getpid(), time.Now().UnixNano())}
+	// A committed parent for the child variants.
+	parentActive, parent := b.key("parent-active"), b.key("parent")
+	_, err := sn.Prepare(ctx, parentActive, "")
+	b.must(err, "prepare", parentActive)
+	b.must(sn.Commit(ctx, parent, parentActive), "commit", parentActive)
+
+	fmt.Printf("%-9s == sequential Prepare+Commit+Remove (%d cycles after %d warm-up) ==\n",
+		*label, *cycles, *warmup)
+	b.cycles("(root)", "")
+	b.cycles("(child)", parent)
+	fmt.Printf("%-9s == 1 Prepare vs %d parallel Prepares (%d rounds, wall time) ==\n", *label,
+		*parallel, *rounds)
+	b.concurrency("(child)", parent)
+	b.concurrency("(root)", "")
+
+	b.must(sn.Remove(ctx, parent), "remove", parent)
+	var left []string
+	b.must(sn.Walk(context.Background(), func(_ context.Context, info snapshots.Info) error {
+		if len(info.Name) > len(b.run) && info.Name[:len(b.run)] == b.run {
+			left = append(left, info.Name)
+		}
+		return nil
+	}), "walk", "")
+	if len(left) > 0 {
+		fatalf("snapshots left behind: %v", left)
+	}
+	fmt.Printf("%-9s proxybench: all operations succeeded\n", *label)
+}

@@ -1,0 +1,26 @@
+# proxybench (tests/bench/proxybench): snapshotter latency and concurrency through containerd's
+# snapshots/proxy client, in the VM. Built here rather than in tests/bench because it needs the
+# GOPATH-mode Go environment that tests/conformance defines, which CMake processes after
+# tests/bench. The figures are printed, never judged: the ctests fail only if an operation does.
+set(proxybench_dir ${CMAKE_SOURCE_DIR}/tests/bench/proxybench)
+set(proxybench_bin ${CMAKE_BINARY_DIR}/tests/bench/proxybench/proxybench)
+add_custom_command(
+  OUTPUT ${proxybench_bin}
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/go/path ${CMAKE_BINARY_DIR}/go/cache
+  COMMAND ${CMAKE_COMMAND} -E env ${THINSNAP_GO_ENV} ${GO_EXECUTABLE} build -o ${proxybench_bin} .
+  WORKING_DIRECTORY ${proxybench_dir}
+  DEPENDS ${proxybench_dir}/main.go
+  COMMENT "Building proxybench (go build)"
+  VERBATIM)
+add_custom_target(proxybench_bin ALL DEPENDS ${proxybench_bin})
+
+# thinsnapd on a thinsnapctl loop pool.
+thinsnap_add_vm_test(NAME bench_proxy
+                     COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/run-in-vm.sh ${CMAKE_BINARY_DIR} thinsnap
+                     TIMEOUT 900 LABELS bench)
+# containerd's devmapper snapshotter on the same kind of pool, for comparison. It is about ten
+# times slower, so it runs fewer cycles and rounds.
+thinsnap_add_vm_test(NAME bench_proxy_devmapper
+                     COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/run-in-vm.sh ${CMAKE_BINARY_DIR}
+                             devmapper -- -cycles 10 -warmup 1 -rounds 2
+                     TIMEOUT 1200 LABELS bench containerd)
