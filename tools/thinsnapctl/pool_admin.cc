@@ -58,9 +58,11 @@ Status CreateSparseFile(const std::string& path, uint64_t size, bool zero_head) 
     // file already reads as zeros; writing them also allocates the block, so
     // a file system without room fails here rather than in the kernel.
     static const char kZeros[kMetaBlock] = {};
-    if (pwrite(fd, kZeros, sizeof(kZeros), 0) != static_cast<ssize_t>(sizeof(kZeros)) ||
-        fsync(fd) != 0) {
-      st = Status::FromErrno(errno, "zero the metadata superblock of " + path);
+    const ssize_t n = pwrite(fd, kZeros, sizeof(kZeros), 0);
+    if (n != static_cast<ssize_t>(sizeof(kZeros)) || fsync(fd) != 0) {
+      // A short write sets no errno; the file system ran out of room.
+      st = Status::FromErrno(n >= 0 && n < static_cast<ssize_t>(sizeof(kZeros)) ? ENOSPC : errno,
+                             "zero the metadata superblock of " + path);
     }
   }
   close(fd);
