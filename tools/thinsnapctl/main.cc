@@ -187,7 +187,7 @@ int Main(int argc, char** argv) {
   prepare->add_option("PARENT", parent);
   CLI::App* view = app.add_subcommand("view", "create a read-only view; prints mounts");
   view->add_option("KEY", key)->required();
-  view->add_option("PARENT", parent)->required();
+  view->add_option("PARENT", parent);
   CLI::App* commit = app.add_subcommand("commit", "commit active snapshot KEY as NAME");
   commit->add_option("NAME", name)->required();
   commit->add_option("KEY", key)->required();
