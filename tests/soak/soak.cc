@@ -146,7 +146,7 @@ class Client {
     v1::PrepareSnapshotRequest request;
     request.set_key(key);
     request.set_parent(parent);
-    (*request.mutable_labels())[kClientLabel] = std::to_string(id_);
+    Label(key, request.mutable_labels());
     v1::PrepareSnapshotResponse response;
     StatusCode code = Call("Prepare", key, allowed, [&](grpc::ClientContext* c) {
       return stub_->Prepare(c, request, &response);
@@ -159,7 +159,7 @@ class Client {
     v1::ViewSnapshotRequest request;
     request.set_key(key);
     request.set_parent(parent);
-    (*request.mutable_labels())[kClientLabel] = std::to_string(id_);
+    Label(key, request.mutable_labels());
     v1::ViewSnapshotResponse response;
     StatusCode code = Call("View", key, allowed, [&](grpc::ClientContext* c) {
       return stub_->View(c, request, &response);
@@ -172,7 +172,7 @@ class Client {
     v1::CommitSnapshotRequest request;
     request.set_name(name);
     request.set_key(key);
-    (*request.mutable_labels())[kClientLabel] = std::to_string(id_);
+    Label(name, request.mutable_labels());
     google::protobuf::Empty response;
     return Call("Commit", key, allowed,
                 [&](grpc::ClientContext* c) { return stub_->Commit(c, request, &response); });
@@ -205,6 +205,17 @@ class Client {
   }
 
  private:
+  // Snapshots a client owns carry its id, so that a filtered List returns
+  // exactly them; shared ones (bases, contended keys) carry no client id.
+  void Label(const std::string& key, google::protobuf::Map<std::string, std::string>* labels) {
+    if (key.rfind(OwnPrefix(), 0) == 0) {
+      (*labels)[kClientLabel] = std::to_string(id_);
+    } else {
+      (*labels)["soak.shared"] = "true";
+    }
+  }
+  std::string OwnPrefix() const { return "soak/" + std::to_string(id_) + "/"; }
+
   template <typename Fn>
   StatusCode Call(const char* method, const std::string& key,
                   std::initializer_list<StatusCode> allowed, Fn&& fn) {
@@ -240,7 +251,7 @@ class Client {
     }
   }
 
-  std::string NewKey() { return "soak/" + std::to_string(id_) + "/" + std::to_string(next_++); }
+  std::string NewKey() { return OwnPrefix() + std::to_string(next_++); }
 
   std::string Pick(const std::vector<std::string>& from) {
     return from[std::uniform_int_distribution<size_t>(0, from.size() - 1)(rng_)];
@@ -391,8 +402,14 @@ class Client {
     std::set<std::string> mine;
     for (const auto& [k, o] : owned_) mine.insert(k);
     if (listed != mine) {
-      Unexpected("List(" + filter + ") returned " + std::to_string(listed.size()) +
-                 " snapshots, the client owns " + std::to_string(mine.size()));
+      std::string diff;
+      for (const std::string& k : listed) {
+        if (!mine.count(k)) diff += " +" + k;
+      }
+      for (const std::string& k : mine) {
+        if (!listed.count(k)) diff += " -" + k;
+      }
+      Unexpected("List(" + filter + ") differs from what the client owns:" + diff);
     }
   }
 
