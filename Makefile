@@ -21,15 +21,19 @@ build: $(BUILD)/CMakeCache.txt
 test: deps build
 	ctest --test-dir $(BUILD) --output-on-failure -LE long
 
-# Soak and randomised crash runs (longer than the per-submission suite).
-test-long: deps build
+# Soak and randomised crash runs (longer than the per-submission suite), then the unit suite
+# under ASan/UBSan and every libFuzzer target for a short while (clang build, tests/fuzz/README.md).
+test-long: deps build sanitize
 	ctest --test-dir $(BUILD) --output-on-failure -L long
+	cmake -S . -B $(BUILD)-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DTHINSNAP_FUZZ=ON
+	cmake --build $(BUILD)-fuzz -j $(JOBS) --target fuzzers
+	ctest --test-dir $(BUILD)-fuzz --output-on-failure -L fuzz
 
 # Unit tests under AddressSanitizer and UndefinedBehaviorSanitizer.
 sanitize: deps
 	cmake -S . -B $(BUILD)-asan -DTHINSNAP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 	cmake --build $(BUILD)-asan -j $(JOBS) --target unit_tests
-	ctest --test-dir $(BUILD)-asan --output-on-failure -L unit
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --test-dir $(BUILD)-asan --output-on-failure -L unit
 
 demo: deps build
 	tools/demo $(BUILD)
