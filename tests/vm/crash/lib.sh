@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the crash tests (sourced by points.sh and random.sh; runs inside the test VM).
 #
 # The caller sets CTL and DAEMON (absolute paths) and calls crash_init <pool name>. A test keeps a
