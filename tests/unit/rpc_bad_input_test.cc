@@ -19,6 +19,7 @@
 #include <future>
 #include <latch>
 #include <map>
+#include <ostream>
 #include <regex>
 #include <set>
 #include <string>
@@ -334,6 +335,11 @@ std::string CodeName(StatusCode code) {
   };
   auto it = kNames.find(code);
   return it == kNames.end() ? "code " + std::to_string(code) : it->second;
+}
+
+// What gtest shows for a case (instead of its bytes).
+void PrintTo(const BadCase& bad, std::ostream* os) {
+  *os << bad.name << " -> " << CodeName(bad.code);
 }
 
 // Each RPC argument that names a snapshot, with a way to send a value in it.
