@@ -334,5 +334,58 @@ TEST_F(FullPoolVmTest, WriterGetsEnospcAndRemoveFreesSpace) {
   EXPECT_TRUE(again.ok()) << again.status().ToString();
 }
 
+class TinyMetadataVmTest : public SnapshotterVmTest {
+ protected:
+  void SetUp() override {
+    Provision("1G", "2M");
+    // Set the guard a few dozen metadata blocks above today's use, so the
+    // test reaches it in tens of snapshots rather than thousands under TCG.
+    auto pool = OpenDmPool(pool_name_);
+    ASSERT_TRUE(pool.ok());
+    auto st = (*pool)->QueryStatus();
+    ASSERT_TRUE(st.ok());
+    const double total = static_cast<double>(st->meta_total_blocks);
+    const double free_now = 100.0 * (total - static_cast<double>(st->meta_used_blocks)) / total;
+    snap_.reset();
+    opts_.min_free_space_percent = free_now - 100.0 * 40 / total;
+    ASSERT_GT(opts_.min_free_space_percent, 0);
+    Open();
+  }
+};
+
+TEST_F(TinyMetadataVmTest, PrepareStopsBeforeMetadataRunsOut) {
+  {
+    Mounted m(MustPrepare("a"), dir_ / "a");
+    WriteFile(m.dir() / "f", "x");
+  }
+  ASSERT_TRUE(snap_->Commit("base", "a", {}).ok());
+  // Each snapshot (with a few written blocks) costs metadata; the
+  // min_free_space_percent guard must refuse before the pool is full.
+  int created = 0;
+  Status last;
+  for (; created < 1000; ++created) {
+    const std::string key = "s" + std::to_string(created);
+    auto m = snap_->Prepare(key, "base", {});
+    if (!m.ok()) {
+      last = m.status();
+      break;
+    }
+    if (created % 4 == 0) {
+      Mounted mnt((*m)[0], dir_ / "w");
+      WriteFile(mnt.dir() / "f", std::string(1 << 20, 'y'));
+    }
+    ASSERT_TRUE(snap_->Commit(key + "-c", key, {}).ok());
+  }
+  ASSERT_EQ(last.code(), Code::kResourceExhausted) << last.ToString() << " after " << created;
+  EXPECT_NE(last.message().find("metadata"), std::string::npos) << last.ToString();
+  EXPECT_GT(created, 2);
+  // Nothing is stuck: removing snapshots frees metadata and Prepare works again.
+  for (int i = 0; i < created; ++i) {
+    ASSERT_TRUE(snap_->Remove("s" + std::to_string(i) + "-c").ok());
+  }
+  auto again = snap_->Prepare("again", "base", {});
+  EXPECT_TRUE(again.ok()) << again.status().ToString();
+}
+
 }  // namespace
 }  // namespace thinsnap
