@@ -59,6 +59,7 @@ struct Snapshotter::Impl {
                                     const Labels& labels);
   Status DestroyDevice(const Intent& intent);
   std::vector<Mount> MountsFor(const SnapshotRecord& r) const;
+  Result<CommitUsage> MeasureUsage(const SnapshotRecord& r);
 
   std::unique_ptr<Store> store;
   std::unique_ptr<ThinPool> pool;
@@ -195,6 +196,22 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   return MountsFor(r);
 }
 
+// Reads an active device's usage: the bytes it maps beyond what its parent
+// mapped when committed, and the inodes its filesystem uses.
+Result<CommitUsage> Snapshotter::Impl::MeasureUsage(const SnapshotRecord& r) {
+  auto mapped = pool->MappedBytes(r.thin_id);
+  if (!mapped.ok()) return mapped.status().Annotate("usage of " + r.info.name);
+  uint64_t parent_mapped = 0;
+  if (!r.info.parent.empty()) {
+    auto parent = store->Get(r.info.parent);
+    if (parent.ok()) parent_mapped = parent->mapped_bytes;
+  }
+  auto inodes = fs->InodesUsed(pool->DevicePath(r.thin_id));
+  if (!inodes.ok()) return inodes.status().Annotate("inodes of " + r.info.name);
+  const uint64_t own = *mapped > parent_mapped ? *mapped - parent_mapped : 0;
+  return CommitUsage{*mapped, static_cast<int64_t>(own), *inodes};
+}
+
 // Deactivates and deletes the device of a removed snapshot, then forgets the
 // intent. A device that is still open stays scheduled for deferred removal
 // and its intent is kept for Cleanup to retry.
@@ -291,18 +308,8 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key, cons
 
   // Measure while the device is still active and quiescent.
   ThinPool& pool = *impl_->pool;
-  auto mapped = pool.MappedBytes(r->thin_id);
-  if (!mapped.ok()) return mapped.status().Annotate("usage of " + key);
-  auto inodes = impl_->fs->InodesUsed(pool.DevicePath(r->thin_id));
-  if (!inodes.ok()) return inodes.status().Annotate("inodes of " + key);
-  uint64_t parent_mapped = 0;
-  if (!r->info.parent.empty()) {
-    auto parent = impl_->store->Get(r->info.parent);
-    if (parent.ok()) parent_mapped = parent->mapped_bytes;
-  }
-  CommitUsage usage{*mapped,
-                    static_cast<int64_t>(*mapped > parent_mapped ? *mapped - parent_mapped : 0),
-                    *inodes};
+  auto usage = impl_->MeasureUsage(*r);
+  if (!usage.ok()) return usage.status();
 
   THINSNAP_FAILPOINT("commit.before_deactivate");
   Status st = pool.Deactivate(r->thin_id);
@@ -314,7 +321,7 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key, cons
     return st.Annotate("deactivate " + key);
   }
   THINSNAP_FAILPOINT("commit.after_deactivate");
-  st = impl_->store->Commit(key, name, labels, usage, NowNs());
+  st = impl_->store->Commit(key, name, labels, *usage, NowNs());
   if (!st.ok()) {
     // The snapshot is still active in the metadata: give its device back.
     Status again = pool.Activate(r->thin_id, r->size_bytes, Access::kReadWrite);
@@ -385,17 +392,9 @@ Result<Usage> Snapshotter::GetUsage(const std::string& key) {
   auto r = impl_->store->Get(key);
   if (!r.ok()) return r.status();
   if (r->info.kind == Kind::kCommitted) return Usage{r->usage_bytes, r->usage_inodes};
-  auto mapped = impl_->pool->MappedBytes(r->thin_id);
-  if (!mapped.ok()) return mapped.status().Annotate("usage of " + key);
-  uint64_t parent_mapped = 0;
-  if (!r->info.parent.empty()) {
-    auto parent = impl_->store->Get(r->info.parent);
-    if (parent.ok()) parent_mapped = parent->mapped_bytes;
-  }
-  auto inodes = impl_->fs->InodesUsed(impl_->pool->DevicePath(r->thin_id));
-  if (!inodes.ok()) return inodes.status().Annotate("inodes of " + key);
-  return Usage{static_cast<int64_t>(*mapped > parent_mapped ? *mapped - parent_mapped : 0),
-               *inodes};
+  auto usage = impl_->MeasureUsage(*r);
+  if (!usage.ok()) return usage.status();
+  return Usage{usage->usage_bytes, usage->usage_inodes};
 }
 
 Status Snapshotter::Walk(const std::vector<std::string>& filters,
