@@ -64,7 +64,10 @@ crash_cleanup() {
 }
 
 # A killed child stays a zombie until waited for, and kill -0 still reaches it.
-alive() { [ -e "/proc/$1" ] && [ "$(awk '{ print $3 }' "/proc/$1/stat")" != Z ]; }
+alive() {
+  local state
+  state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) && [ -n "$state" ] && [ "$state" != Z ]
+}
 
 ctl() { "$CTL" --socket "$SOCK" --timeout 120 "$@"; }
 

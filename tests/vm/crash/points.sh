@@ -133,18 +133,18 @@ run_point() {
   start_daemon_ok "$fp=kill"
   case "$op" in
     prepare | view)
-      if ctl "$op" "$key" c2 >/dev/null 2>&1; then fail "$label: $op succeeded"; fi
+      if ctl "$op" "$key" c2 >/dev/null 2>"$WORK/client.err"; then fail "$label: $op succeeded"; fi
       ;;
     commit)
-      if ctl commit "n$n" "$key" 2>/dev/null; then fail "$label: commit succeeded"; fi
+      if ctl commit "n$n" "$key" 2>"$WORK/client.err"; then fail "$label: commit succeeded"; fi
       ;;
     rm)
-      if ctl rm "$key" 2>/dev/null; then fail "$label: rm succeeded"; fi
+      if ctl rm "$key" 2>"$WORK/client.err"; then fail "$label: rm succeeded"; fi
       # Every point of the remove path lies after the row was dropped.
       unset "KIND[$key]" "SUM[$key]"
       ;;
   esac
-  expect_killed "$label"
+  expect_killed "$label (the client got: $(cat "$WORK/client.err"))"
   check_crashed "$label" "$c" "$d" "$s" "$i"
   repair_with "$label" "$repairer" "$expect_repair"
   verify_state "$label: after restart"
@@ -224,7 +224,9 @@ rc=0
 "$CTL" check --root "$WORK/nowhere" --pool "$POOL" >/dev/null 2>&1 || rc=$?
 [ "$rc" = 2 ] || fail "check of a root without metadata exited $rc, want 2"
 [ ! -e "$WORK/nowhere" ] || fail "check created $WORK/nowhere"
-say "ok: check refuses repairs while thinsnapd runs; usage errors exit 2"
+"$CTL" check --root "$ROOT" --pool "$POOL" >"$WORK/check.out" || fail "check: $(cat "$WORK/check.out")"
+grep -qx "check: clean" "$WORK/check.out" || fail "check (text): $(cat "$WORK/check.out")"
+say "ok: check refuses repairs while thinsnapd runs; usage errors exit 2; text output"
 
 ctl prepare lost1 c2 >/dev/null || fail "prepare lost1"
 stop_daemon
