@@ -97,10 +97,13 @@ class DmPool final : public ThinPool {
   Status CreateSnap(ThinId id, ThinId origin) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
     THINSNAP_RETURN_IF_ERROR(CheckId(origin));
-    OriginHold hold(this, origin);
+    // An inactive origin (a committed layer, the base device) needs no
+    // suspend, so snapshots of it need not take turns: the caller does not
+    // activate it meanwhile.
     auto info = dm::GetInfo(ThinName(origin));
     if (!info.ok()) return info.status();
     if (!info->exists) return SnapMessage(id, origin);
+    OriginHold hold(this, origin);
     // The kernel requires a live origin to be quiescent while its mappings
     // are shared. Resume no matter what happened after the suspend attempt:
     // a device left suspended hangs every I/O to it.
@@ -122,8 +125,34 @@ class DmPool final : public ThinPool {
     return dm::SendSetTransactionId(name_, expected, next);
   }
 
+  // Concurrent callers share readings, so a burst of Prepares (each checks
+  // free space) costs one or two status ioctls instead of one each. A caller
+  // only takes a reading that started after it called, so it never sees
+  // anything older than a private query would have shown it.
   Result<PoolStatus> QueryStatus() override {
-    auto lines = dm::GetStatus(name_);
+    std::unique_lock<std::mutex> lock(status_mu_);
+    const uint64_t need = status_started_ + 1;
+    for (;;) {
+      if (status_done_ >= need) return status_last_;
+      if (!status_in_flight_) break;
+      status_cv_.wait(lock);
+    }
+    const uint64_t mine = ++status_started_;
+    status_in_flight_ = true;
+    lock.unlock();
+    Result<PoolStatus> reading = ReadStatus();
+    lock.lock();
+    status_last_ = reading;
+    status_done_ = mine;
+    status_in_flight_ = false;
+    status_cv_.notify_all();
+    return reading;
+  }
+
+  Result<PoolStatus> ReadStatus() {
+    // No metadata commit: nothing here needs one, and it would cost a
+    // synchronous write on every Prepare.
+    auto lines = dm::GetStatus(name_, /*no_flush=*/true);
     if (!lines.ok()) return lines.status();
     if (lines->size() != 1) return Status::FailedPrecondition(name_ + " is not a single target");
     auto parsed = dm::ParseThinPoolStatus(lines->front().ToString());
@@ -353,6 +382,14 @@ class DmPool final : public ThinPool {
   const uint64_t block_bytes_;
 
   std::mutex msg_mu_;        // serialises pool messages
+
+  // QueryStatus readings, shared by concurrent callers.
+  std::mutex status_mu_;
+  std::condition_variable status_cv_;
+  uint64_t status_started_ = 0;  // readings started
+  uint64_t status_done_ = 0;     // number of the reading in status_last_
+  bool status_in_flight_ = false;
+  Result<PoolStatus> status_last_ = Status::Unavailable("no pool status read yet");
   std::mutex meta_snap_mu_;  // one metadata snapshot at a time (ListThinIds)
 
   std::mutex origins_mu_;

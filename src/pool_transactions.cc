@@ -8,21 +8,59 @@ namespace thinsnap {
 
 template <typename Change>
 Status PoolTransactions::Apply(Change change) {
-  std::lock_guard lock(mu_);
   THINSNAP_RETURN_IF_ERROR(change());
   THINSNAP_FAILPOINT("pool.before_set_transaction_id");
-  // Read the id instead of caching it: an administrator (or LVM) may also
-  // bump it, and a stale cache would make every later CAS fail.
-  auto status = pool_.QueryStatus();
-  if (!status.ok()) return status.status().Annotate("read transaction id");
-  const uint64_t tid = status->transaction_id;
-  Status st = pool_.SetTransactionId(tid, tid + 1);
-  if (!st.ok()) {
-    // The change itself is durable; a missed count is harmless because
-    // reconciliation compares thin ids, not counts.
-    spdlog::warn("set_transaction_id {} {} failed: {}", tid, tid + 1, st.ToString());
+  uint64_t seq;
+  {
+    std::lock_guard lock(mu_);
+    seq = ++finished_;
   }
+  AwaitCounted(seq);
   return Status::Ok();
+}
+
+void PoolTransactions::AwaitCounted(uint64_t seq) {
+  std::unique_lock lock(mu_);
+  while (counted_ < seq) {
+    if (leading_) {
+      counted_cv_.wait(lock);
+      continue;
+    }
+    leading_ = true;
+    const uint64_t upto = finished_;
+    const uint64_t count = upto - counted_;
+    lock.unlock();
+    Status st = Bump(count);
+    if (!st.ok()) {
+      // The changes themselves are durable; a missed count is harmless because
+      // reconciliation compares thin ids, not counts.
+      spdlog::warn("counting {} pool change(s) in the transaction id failed: {}", count,
+                   st.ToString());
+    }
+    lock.lock();
+    counted_ = upto;
+    leading_ = false;
+    counted_cv_.notify_all();
+  }
+}
+
+Status PoolTransactions::Bump(uint64_t count) {
+  for (int attempt = 0;; ++attempt) {
+    if (!tid_) {
+      auto status = pool_.QueryStatus();
+      if (!status.ok()) return status.status().Annotate("read transaction id");
+      tid_ = status->transaction_id;
+    }
+    Status st = pool_.SetTransactionId(*tid_, *tid_ + count);
+    if (st.ok()) {
+      *tid_ += count;
+      return st;
+    }
+    // Whatever went wrong, the cached id is no longer to be trusted.
+    tid_.reset();
+    // EINVAL: someone else moved the id; re-read it once and retry.
+    if (st.code() != Code::kInvalidArgument || attempt > 0) return st;
+  }
 }
 
 Status PoolTransactions::CreateThin(ThinId id) {

@@ -1,14 +1,26 @@
 // PoolTransactions: every change to the pool's metadata, counted.
 //
-// Each thin-id change (create_thin, create_snap, delete) is followed, under
-// one mutex, by `set_transaction_id N N+1`, so the pool's transaction id
-// counts the changes thinsnap made. The mutex covers only those two short
-// messages (the kernel serialises pool messages anyway); activation and
-// everything slow happen outside it.
+// Each thin-id change (create_thin, create_snap, delete) is counted in the
+// pool's transaction id by `set_transaction_id N N+k`. When a change returns,
+// a set_transaction_id covering it has been sent, so whatever the caller does
+// next (its metadata commit) comes after both.
+//
+// Concurrent changes share one set_transaction_id (group commit): a caller
+// whose change is not yet counted and finds no set_transaction_id in flight
+// becomes the leader and counts every change finished so far; the others wait
+// for it, or lead the next round if it started before their change finished.
+// The changes themselves are not serialised here (the pool serialises its
+// messages), and nothing slow runs under the mutex.
+//
+// The transaction id is cached and re-read from the pool only when the kernel
+// refuses the compare-and-set (EINVAL), e.g. after an administrator or LVM
+// bumped it.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 
 #include "pool.h"
 
@@ -24,12 +36,24 @@ class PoolTransactions {
   Status Delete(ThinId id);
 
  private:
-  // Runs `change` then bumps the transaction id, atomically w.r.t. callers.
+  // Runs `change`, then returns once a set_transaction_id covers it.
   template <typename Change>
   Status Apply(Change change);
+  // Blocks until change number `seq` is counted, leading rounds as needed.
+  void AwaitCounted(uint64_t seq);
+  // Adds `count` to the pool's transaction id. Only the leader calls it.
+  Status Bump(uint64_t count);
 
   ThinPool& pool_;
+
   std::mutex mu_;
+  std::condition_variable counted_cv_;
+  uint64_t finished_ = 0;  // changes made so far (sequence numbers handed out)
+  uint64_t counted_ = 0;   // changes a set_transaction_id was sent for
+  bool leading_ = false;   // a leader is sending set_transaction_id
+
+  // The pool's transaction id as last set or read; touched only by the leader.
+  std::optional<uint64_t> tid_;
 };
 
 }  // namespace thinsnap
