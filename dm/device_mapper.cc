@@ -321,11 +321,12 @@ Result<Table> GetTable(const std::string& name) {
   return ReadTargets(t->get(), what);
 }
 
-Result<Table> GetStatus(const std::string& name) {
+Result<Table> GetStatus(const std::string& name, bool no_flush) {
   const std::string what = "dm status " + name;
   THINSNAP_RETURN_IF_ERROR(ValidateName(name));
   auto t = NewTask(DM_DEVICE_STATUS, name, what);
   if (!t.ok()) return t.status();
+  if (no_flush && !dm_task_no_flush(t->get())) return Fail(t->get(), what + ": set noflush");
   if (!dm_task_run(t->get())) return Fail(t->get(), what);
   return ReadTargets(t->get(), what);
 }

@@ -113,8 +113,10 @@ Status Remove(const std::string& name, const RemoveOptions& options = {});
 
 // The live table of `name`.
 Result<Table> GetTable(const std::string& name);
-// The status lines of `name` (one per target).
-Result<Table> GetStatus(const std::string& name);
+// The status lines of `name` (one per target). A thin-pool commits its
+// metadata (a synchronous write) before answering unless `no_flush` is set;
+// the counts it reports are current either way.
+Result<Table> GetStatus(const std::string& name, bool no_flush = false);
 
 // Sends a target message (sector 0) to `name`, e.g. "create_thin 7".
 Status SendMessage(const std::string& name, const std::string& message);
