@@ -6,6 +6,7 @@
 // close the Snapshotter and the database before exiting 0. Any startup
 // failure prints one clear line and exits 1.
 #include <fcntl.h>
+#include <google/protobuf/stubs/logging.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -36,6 +37,17 @@ namespace {
 
 // In-flight calls get this long to finish at shutdown.
 constexpr std::chrono::seconds kShutdownGrace(30);
+
+// protobuf's complaints in a server are about the bytes a client sent (e.g.
+// invalid UTF-8 in a string field); the client already gets INVALID_ARGUMENT
+// for them, so they belong with our other client-error lines at debug level
+// rather than as unformatted ERROR lines on stderr.
+void LogProtobuf(google::protobuf::LogLevel level, const char* filename, int line,
+                 const std::string& message) {
+  spdlog::log(
+      level == google::protobuf::LOGLEVEL_FATAL ? spdlog::level::critical : spdlog::level::debug,
+      "protobuf {}:{}: {}", filename, line, message);
+}
 
 int Fail(const Status& status) {
   std::fprintf(stderr, "thinsnapd: %s\n", status.ToString().c_str());
@@ -111,6 +123,7 @@ int Run(int argc, char** argv) {
   auto logger = spdlog::stderr_color_mt("thinsnapd");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::from_str(config.log_level));
+  google::protobuf::SetLogHandler(&LogProtobuf);
   spdlog::info("thinsnapd {} starting: root_dir={} socket={} pool={}", THINSNAP_VERSION,
                config.root_dir, config.socket, config.pool_name);
 

@@ -7,6 +7,10 @@
 // server still answers on it), binds `unix:<path>` and makes the socket 0660.
 // Access control rests on the directory: the socket exists with umask bits for
 // an instant before the chmod.
+//
+// A request that does not parse (e.g. invalid UTF-8 in a proto3 string field,
+// which containerd's Go client does not check) gets INVALID_ARGUMENT naming
+// the method instead of gRPC's bare INTERNAL; no handler runs for it.
 #pragma once
 
 #include <grpcpp/grpcpp.h>

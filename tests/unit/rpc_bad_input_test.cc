@@ -311,6 +311,7 @@ struct BadCase {
   std::string name;
   std::function<grpc::Status(Client&)> call;
   StatusCode code;
+  std::string message_part;  // the error message must contain it; "" checks nothing
 };
 
 std::string CodeName(StatusCode code) {
@@ -373,7 +374,7 @@ std::vector<BadCase> BadCases() {
   std::vector<BadCase> cases;
   auto add = [&cases](std::string name, StatusCode code,
                       std::function<grpc::Status(Client&)> call) {
-    cases.push_back({std::move(name), std::move(call), code});
+    cases.push_back({std::move(name), std::move(call), code, ""});
   };
   const StatusCode kInvalid = StatusCode::INVALID_ARGUMENT;
 
@@ -389,35 +390,32 @@ std::vector<BadCase> BadCases() {
   }
 
   // Invalid UTF-8 in proto3 string fields. protobuf rejects these while
-  // parsing the request, before any handler runs; gRPC answers INTERNAL.
-  const StatusCode kUnparsable = StatusCode::INTERNAL;
-  add("BadUtf8PrepareKey", kUnparsable, [](Client& c) {
-    return c.Raw("Prepare", LengthDelimited(2, kBadUtf8) + LengthDelimited(3, "layer"));
-  });
-  add("BadUtf8PrepareParent", kUnparsable, [](Client& c) {
-    return c.Raw("Prepare", LengthDelimited(2, "new") + LengthDelimited(3, kBadUtf8));
-  });
-  add("BadUtf8PrepareLabelKey", kUnparsable, [](Client& c) {
-    return c.Raw("Prepare", LengthDelimited(2, "new") + MapEntry(4, kBadUtf8, "v"));
-  });
-  add("BadUtf8ViewLabelValue", kUnparsable, [](Client& c) {
-    return c.Raw("View", LengthDelimited(2, "new") + LengthDelimited(3, "layer") +
-                             MapEntry(4, "k", kBadUtf8));
-  });
-  add("BadUtf8CommitName", kUnparsable, [](Client& c) {
-    return c.Raw("Commit", LengthDelimited(2, kBadUtf8) + LengthDelimited(3, "active"));
-  });
-  add("BadUtf8RemoveKey", kUnparsable,
-      [](Client& c) { return c.Raw("Remove", LengthDelimited(2, kBadUtf8)); });
-  add("BadUtf8UpdateLabel", kUnparsable, [](Client& c) {
-    const std::string info = LengthDelimited(1, "active") + MapEntry(6, "a", kBadUtf8);
-    return c.Raw("Update", LengthDelimited(2, info));
-  });
-  add("BadUtf8ListFilter", kUnparsable,
-      [](Client& c) { return c.Raw("List", LengthDelimited(2, "name==" + kBadUtf8)); });
+  // parsing the request, before any handler runs; the server answers
+  // InvalidArgument naming the method (gRPC alone would say Internal).
+  auto unparsable = [&cases](std::string name, std::string method, std::string payload) {
+    const std::string message = "request is not a valid " + method + " message";
+    cases.push_back({std::move(name),
+                     [method = std::move(method), payload = std::move(payload)](Client& c) {
+                       return c.Raw(method, payload);
+                     },
+                     kInvalid, message});
+  };
+  unparsable("BadUtf8PrepareKey", "Prepare",
+             LengthDelimited(2, kBadUtf8) + LengthDelimited(3, "layer"));
+  unparsable("BadUtf8PrepareParent", "Prepare",
+             LengthDelimited(2, "new") + LengthDelimited(3, kBadUtf8));
+  unparsable("BadUtf8PrepareLabelKey", "Prepare",
+             LengthDelimited(2, "new") + MapEntry(4, kBadUtf8, "v"));
+  unparsable("BadUtf8ViewLabelValue", "View",
+             LengthDelimited(2, "new") + LengthDelimited(3, "layer") + MapEntry(4, "k", kBadUtf8));
+  unparsable("BadUtf8CommitName", "Commit",
+             LengthDelimited(2, kBadUtf8) + LengthDelimited(3, "active"));
+  unparsable("BadUtf8RemoveKey", "Remove", LengthDelimited(2, kBadUtf8));
+  unparsable("BadUtf8UpdateLabel", "Update",
+             LengthDelimited(2, LengthDelimited(1, "active") + MapEntry(6, "a", kBadUtf8)));
+  unparsable("BadUtf8ListFilter", "List", LengthDelimited(2, "name==" + kBadUtf8));
   // Not a protobuf message at all.
-  add("UnparsableRequestBytes", kUnparsable,
-      [](Client& c) { return c.Raw("Prepare", std::string("\xff\xff\xff\xff\x0f", 5)); });
+  unparsable("UnparsableRequestBytes", "Prepare", std::string("\xff\xff\xff\xff\x0f", 5));
   add("UnknownMethod", StatusCode::UNIMPLEMENTED,
       [](Client& c) { return c.Raw("Snapshot", LengthDelimited(2, "active")); });
 
@@ -576,6 +574,9 @@ TEST_P(RpcBadInputTableTest, ExactCodeAndNothingChanges) {
   EXPECT_EQ(status.error_code(), bad.code)
       << "want " << CodeName(bad.code) << ", got " << CodeName(status.error_code()) << ": "
       << status.error_message();
+  EXPECT_NE(status.error_message().find(bad.message_part), std::string::npos)
+      << "want a message containing \"" << bad.message_part << "\", got \""
+      << status.error_message() << "\"";
   const World after = Capture();
   EXPECT_EQ(after, before) << "before:\n" << Print(before) << "\nafter:\n" << Print(after);
   // The server is still serving.
