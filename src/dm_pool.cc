@@ -381,7 +381,7 @@ class DmPool final : public ThinPool {
   const dm::DevNum dev_;
   const uint64_t block_bytes_;
 
-  std::mutex msg_mu_;        // serialises pool messages
+  std::mutex msg_mu_;  // serialises pool messages
 
   // QueryStatus readings, shared by concurrent callers.
   std::mutex status_mu_;

@@ -8,13 +8,20 @@ namespace thinsnap {
 
 template <typename Change>
 Status PoolTransactions::Apply(Change change) {
-  THINSNAP_RETURN_IF_ERROR(change());
-  THINSNAP_FAILPOINT("pool.before_set_transaction_id");
-  uint64_t seq;
   {
     std::lock_guard lock(mu_);
-    seq = ++finished_;
+    ++started_;
   }
+  Status st = change();
+  if (st.ok()) st = failpoint::Hit("pool.before_set_transaction_id");
+  uint64_t seq = 0;
+  {
+    std::lock_guard lock(mu_);
+    ++settled_;
+    if (st.ok()) seq = ++finished_;
+  }
+  counted_cv_.notify_all();  // a leader may be waiting for this change to settle
+  if (!st.ok()) return st;
   AwaitCounted(seq);
   return Status::Ok();
 }
@@ -27,6 +34,12 @@ void PoolTransactions::AwaitCounted(uint64_t seq) {
       continue;
     }
     leading_ = true;
+    // Changes already under way will want counting too; they are queued
+    // behind the same pool lock, so waiting for them costs the leader little
+    // and saves a set_transaction_id (a metadata commit) for each. Changes
+    // started from here on wait for the next round, so this wait is bounded.
+    const uint64_t under_way = started_;
+    counted_cv_.wait(lock, [&] { return settled_ >= under_way; });
     const uint64_t upto = finished_;
     const uint64_t count = upto - counted_;
     lock.unlock();

@@ -7,8 +7,9 @@
 //
 // Concurrent changes share one set_transaction_id (group commit): a caller
 // whose change is not yet counted and finds no set_transaction_id in flight
-// becomes the leader and counts every change finished so far; the others wait
-// for it, or lead the next round if it started before their change finished.
+// becomes the leader; it waits for the changes already under way to finish,
+// then counts all that succeeded. The others wait for it, or lead the next
+// round if they started after it took over.
 // The changes themselves are not serialised here (the pool serialises its
 // messages), and nothing slow runs under the mutex.
 //
@@ -48,7 +49,9 @@ class PoolTransactions {
 
   std::mutex mu_;
   std::condition_variable counted_cv_;
-  uint64_t finished_ = 0;  // changes made so far (sequence numbers handed out)
+  uint64_t started_ = 0;   // changes begun
+  uint64_t settled_ = 0;   // changes that succeeded or failed
+  uint64_t finished_ = 0;  // changes that succeeded (sequence numbers handed out)
   uint64_t counted_ = 0;   // changes a set_transaction_id was sent for
   bool leading_ = false;   // a leader is sending set_transaction_id
 
