@@ -27,4 +27,4 @@ thinsnap_add_vm_test(NAME bench_proxy_devmapper
                      COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/run-in-vm.sh ${CMAKE_BINARY_DIR}
                              devmapper -- -cycles 10 -warmup 1 -rounds 2
                              -devmapper-base-size 256MB
-                     TIMEOUT 1200 MEM 4096 LABELS bench containerd)
+                     TIMEOUT 1200 MEM 4096 LABELS bench containerd long)
