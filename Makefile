@@ -3,7 +3,7 @@ BUILD    ?= build
 JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test test-long demo sanitize format clean
+.PHONY: all deps build test test-long fuzz demo sanitize format clean
 
 all: build
 
@@ -16,15 +16,18 @@ $(BUILD)/CMakeCache.txt:
 build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Unit tests, gRPC tests and the dm-thin suites inside the qemu VM
-# (everything but the long soak and randomised crash runs).
+# Unit tests, gRPC tests and the dm-thin suites inside the qemu VM, including
+# the per-failpoint crash runs and the 32-client soak.
 test: deps build
 	ctest --test-dir $(BUILD) --output-on-failure -LE long
 
-# Soak and randomised crash runs (longer than the per-submission suite), then the unit suite
-# under ASan/UBSan and every libFuzzer target for a short while (clang build, tests/fuzz/README.md).
-test-long: deps build sanitize
+# The randomised SIGKILL runs and the side-by-side benchmark against containerd's
+# devmapper, plus everything CI runs besides `make test`.
+test-long: deps build sanitize fuzz
 	ctest --test-dir $(BUILD) --output-on-failure -L long
+
+# Every libFuzzer target for a short while (clang build, tests/fuzz/README.md).
+fuzz: deps
 	cmake -S . -B $(BUILD)-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DTHINSNAP_FUZZ=ON
 	cmake --build $(BUILD)-fuzz -j $(JOBS) --target fuzzers
 	ctest --test-dir $(BUILD)-fuzz --output-on-failure -L fuzz
@@ -42,4 +45,4 @@ format:
 	clang-format -i $$(git ls-files '*.cc' '*.h')
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-fuzz

@@ -1,5 +1,5 @@
 # Soak: 32 concurrent gRPC clients against thinsnapd on real dm-thin for 60 s, then leak and
-# consistency checks (tests/soak/run-in-vm.sh). Label `long`: `make test-long` runs it.
+# consistency checks (tests/soak/run-in-vm.sh). Part of `make test` (label `soak`).
 find_package(CLI11 REQUIRED)
 add_executable(thinsnap_soak ${CMAKE_SOURCE_DIR}/tests/soak/soak.cc)
 target_link_libraries(thinsnap_soak PRIVATE thinsnap_proto CLI11::CLI11 Threads::Threads)
@@ -7,4 +7,4 @@ thinsnap_add_vm_test(NAME soak_vm
                      COMMAND bash ${CMAKE_SOURCE_DIR}/tests/soak/run-in-vm.sh
                              $<TARGET_FILE:thinsnapctl> $<TARGET_FILE:thinsnapd>
                              $<TARGET_FILE:thinsnap_soak>
-                     TIMEOUT 900 CPUS 2 LABELS long)
+                     TIMEOUT 900 CPUS 2 LABELS soak)
