@@ -17,7 +17,7 @@ build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Unit tests, gRPC tests and the dm-thin suites inside the qemu VM, including
-# the per-failpoint crash runs and the 32-client soak.
+# the per-failpoint crash runs, a short randomised SIGKILL run and the 32-client soak.
 test: deps build
 	ctest --test-dir $(BUILD) --output-on-failure -LE long
 

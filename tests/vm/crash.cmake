@@ -8,5 +8,9 @@ thinsnap_add_vm_test(NAME crash_points
 # 30 iterations x 4 clients.
 thinsnap_add_vm_test(NAME crash_random
                      COMMAND bash ${CMAKE_SOURCE_DIR}/tests/vm/crash/random.sh
+                             $<TARGET_FILE:thinsnapctl> $<TARGET_FILE:thinsnapd> 6 4
+                     TIMEOUT 1800 LABELS crash)
+thinsnap_add_vm_test(NAME crash_random_long
+                     COMMAND bash ${CMAKE_SOURCE_DIR}/tests/vm/crash/random.sh
                              $<TARGET_FILE:thinsnapctl> $<TARGET_FILE:thinsnapd> 30 4
                      TIMEOUT 3600 LABELS crash long)
