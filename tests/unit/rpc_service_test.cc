@@ -20,6 +20,7 @@
 #include "fake/fake_pool.h"
 #include "rpc/server.h"
 #include "rpc/snapshots_service.h"
+#include "serving_stack.h"
 #include "snapshotter.h"
 #include "store.h"
 
@@ -62,17 +63,12 @@ class RpcServiceTest : public ::testing::Test {
   void SetUp() override {
     dir_ = MakeTempDir();
     socket_path_ = dir_ + "/run/thinsnap.sock";
-    pool_ = testing::MakeFakePoolState();
-    auto store = Store::Open(dir_ + "/metadata.db");
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
-    auto snapshotter = Snapshotter::Open(std::move(store).value(), testing::MakeFakePool(pool_),
-                                         testing::MakeFakeFilesystem(), SnapshotterOptions{});
-    ASSERT_TRUE(snapshotter.ok()) << snapshotter.status().ToString();
-    snapshotter_ = std::move(snapshotter).value();
-    service_ = std::make_unique<SnapshotsService>(snapshotter_.get());
-    auto server = Server::Start(socket_path_, service_.get());
-    ASSERT_TRUE(server.ok()) << server.status().ToString();
-    server_ = std::move(server).value();
+    auto stack = testing::StartServingStack(dir_, socket_path_);
+    ASSERT_TRUE(stack.ok()) << stack.status().ToString();
+    pool_ = stack->pool;
+    snapshotter_ = std::move(stack->snapshotter);
+    service_ = std::move(stack->service);
+    server_ = std::move(stack->server);
     stub_ = Connect(socket_path_);
   }
 

@@ -27,6 +27,7 @@
 #include "fake/fake_pool.h"
 #include "rpc/server.h"
 #include "rpc/snapshots_service.h"
+#include "serving_stack.h"
 #include "snapshotter.h"
 #include "store.h"
 
@@ -203,17 +204,12 @@ class RpcWireAbuseTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     socket_path_ = dir_ + "/thinsnap.sock";
-    pool_ = testing::MakeFakePoolState();
-    auto store = Store::Open(dir_ + "/metadata.db");
-    ASSERT_TRUE(store.ok()) << store.status().ToString();
-    auto snapshotter = Snapshotter::Open(std::move(store).value(), testing::MakeFakePool(pool_),
-                                         testing::MakeFakeFilesystem(), SnapshotterOptions{});
-    ASSERT_TRUE(snapshotter.ok()) << snapshotter.status().ToString();
-    snapshotter_ = std::move(snapshotter).value();
-    service_ = std::make_unique<SnapshotsService>(snapshotter_.get());
-    auto server = Server::Start(socket_path_, service_.get());
-    ASSERT_TRUE(server.ok()) << server.status().ToString();
-    server_ = std::move(server).value();
+    auto stack = testing::StartServingStack(dir_, socket_path_);
+    ASSERT_TRUE(stack.ok()) << stack.status().ToString();
+    pool_ = stack->pool;
+    snapshotter_ = std::move(stack->snapshotter);
+    service_ = std::move(stack->service);
+    server_ = std::move(stack->server);
     good_ = std::make_unique<GoodClient>(socket_path_);
     good_->Start();
     ASSERT_TRUE(good_->WaitRounds(3)) << "the good client never got going";
