@@ -17,6 +17,7 @@
 #include "base/subprocess.h"
 #include "dm/block_device.h"
 #include "dm/device_mapper.h"
+#include "dm/pool_resize.h"
 #include "dm/thin.h"
 
 namespace thinsnap {
@@ -287,6 +288,12 @@ class DmPool final : public ThinPool {
       if (st.ok()) st = removed;
     }
     return st;
+  }
+
+  Status Grow(uint64_t data_bytes, uint64_t meta_bytes) override {
+    std::lock_guard<std::mutex> lock(msg_mu_);  // no pool message during the reload
+    auto grown = dm::GrowLoopPool(name_, data_bytes, meta_bytes);
+    return grown.ok() ? Status::Ok() : grown.status();
   }
 
   Status DiscardUnused(ThinId id, const UnusedRangesFn& find_unused) override {

@@ -180,6 +180,26 @@ std::vector<std::string> MkfsArgs(const std::string& type, const std::vector<std
   return args;
 }
 
+// resize2fs leaves the inode tables of the groups it adds for the kernel's
+// ext4lazyinit to zero. Those past `fresh_from` bytes already read as zeros
+// and are only marked so; any it placed below (inside the old, possibly
+// written, range) are zeroed here first. The caller writes the descriptors.
+Status MarkInodeTablesZeroed(ext2_filsys fs, uint64_t fresh_from) {
+  if (!ext2fs_has_group_desc_csum(fs)) return Status::Ok();  // ext2/3: tables written in full
+  for (dgrp_t g = 0; g < fs->group_desc_count; ++g) {
+    if (ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_ZEROED)) continue;
+    const blk64_t table = ext2fs_inode_table_loc(fs, g);
+    if (table * fs->blocksize < fresh_from) {
+      errcode_t err = ext2fs_zero_blocks2(fs, table, fs->inode_blocks_per_group, nullptr, nullptr);
+      if (err != 0) return Ext2Status(err, "zero inode table of group " + std::to_string(g));
+    }
+    ext2fs_bg_flags_set(fs, g, EXT2_BG_INODE_ZEROED);
+    ext2fs_group_desc_csum_set(fs, g);
+  }
+  ext2fs_mark_super_dirty(fs);
+  return Status::Ok();
+}
+
 // Appends [first, first+count) blocks to `ranges`, merging with the last
 // range when adjacent.
 void AddBlocks(std::vector<ByteRange>& ranges, uint64_t block_bytes, blk64_t first, blk64_t count) {
@@ -321,6 +341,18 @@ class ExtFilesystem : public Filesystem {
                               " inodes");
     }
     return total - free_inodes;
+  }
+
+  Status Grow(const std::string& device, uint64_t old_bytes) override {
+    RunOptions opts;
+    opts.timeout = kMkfsTimeout;
+    // -f: the filesystem was cleanly unmounted (a committed layer, or the
+    // never-mounted base), but resize2fs would still ask for an e2fsck first.
+    THINSNAP_RETURN_IF_ERROR(RunChecked({"resize2fs", "-f", device}, opts));
+    Ext2Handle fs;
+    THINSNAP_RETURN_IF_ERROR(fs.Open(device, EXT2_FLAG_RW));
+    THINSNAP_RETURN_IF_ERROR(MarkInodeTablesZeroed(fs.get(), old_bytes).Annotate("grow " + device));
+    return fs.Close();
   }
 
   Result<std::vector<ByteRange>> UnusedRanges(const std::string& device,

@@ -36,6 +36,11 @@ class Filesystem {
   // left empty is dropped.
   virtual Result<std::vector<ByteRange>> UnusedRanges(const std::string& device,
                                                       uint64_t align_bytes) = 0;
+  // Grows the unmounted filesystem on `device` to fill the device, which was
+  // enlarged from `old_bytes`: everything past `old_bytes` reads as zeros (a
+  // thin device's new range), so, as Format, it leaves the kernel nothing to
+  // initialise in the background.
+  virtual Status Grow(const std::string& device, uint64_t old_bytes) = 0;
 };
 
 // ext2/3/4 through mkfs.<type> (argv, never a shell) and libext2fs.

@@ -110,6 +110,13 @@ class ThinPool {
   // mounted now.
   using UnusedRangesFn = std::function<Result<std::vector<ByteRange>>()>;
   virtual Status DiscardUnused(ThinId id, const UnusedRangesFn& find_unused) = 0;
+
+  // --- Growing. ---
+  // Grows the pool online to `data_bytes` of data and `meta_bytes` of
+  // metadata (a size at or below the current one is left alone).
+  // FailedPrecondition for pools this process cannot grow: an LVM pool grows
+  // through lvextend or LVM's own autoextend.
+  virtual Status Grow(uint64_t data_bytes, uint64_t meta_bytes) = 0;
 };
 
 }  // namespace thinsnap

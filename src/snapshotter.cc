@@ -10,6 +10,7 @@
 #include "pool_transactions.h"
 #include "reclaimer.h"
 #include "reconciler.h"
+#include "size_label.h"
 #include "thin_ids.h"
 
 namespace thinsnap {
@@ -36,7 +37,8 @@ struct Snapshotter::Impl {
         opts(o),
         tx(*pool),
         reclaimer(*store, *pool, tx, id_locks, ReclaimOptionsOf(o),
-                  [this](ThinId id) { ids.Release(id); }) {}
+                  [this](ThinId id) { ids.Release(id); }),
+        autoextender(*pool, o.autoextend) {}
 
   static ReclaimOptions ReclaimOptionsOf(const SnapshotterOptions& o) {
     return {o.discard_unused_blocks, std::max(o.base_size_bytes, o.max_snapshot_size_bytes)};
@@ -68,6 +70,7 @@ struct Snapshotter::Impl {
   Status EnsureBase();
   Result<std::vector<Mount>> Create(Kind kind, const std::string& key, const std::string& parent,
                                     const Labels& labels);
+  Status GrowDevice(ThinId id, uint64_t from_bytes, uint64_t to_bytes, Access access);
   std::vector<Mount> MountsFor(const SnapshotRecord& r) const;
   Result<CommitUsage> MeasureUsage(const SnapshotRecord& r);
 
@@ -80,8 +83,9 @@ struct Snapshotter::Impl {
   ThinIdLocks id_locks;
   BaseDevice base;
   std::mutex update_mu;  // serialises label read-modify-write
-  // Declared after everything it uses, so it stops before they go.
+  // Declared after everything they use, so they stop before those go.
   Reclaimer reclaimer;
+  PoolAutoextender autoextender;
 
   std::mutex life_mu;
   std::condition_variable life_cv;
@@ -161,24 +165,34 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   THINSNAP_RETURN_IF_ERROR(ValidateKey("key", key));
   if (!parent.empty()) THINSNAP_RETURN_IF_ERROR(ValidateKey("parent", parent));
   THINSNAP_RETURN_IF_ERROR(ValidateLabels(labels));
+  auto requested = RequestedSize(labels, opts.max_snapshot_size_bytes);
+  if (!requested.ok()) return requested.status();
   THINSNAP_RETURN_IF_ERROR(CheckFreeSpace());
 
   auto id = ids.Allocate();
   if (!id.ok()) return id.status();
-  NewSnapshot s{key, parent, kind, *id, base.size_bytes, labels, NowNs()};
+  NewSnapshot s{key, parent, kind, *id, std::max(*requested, base.size_bytes), labels, NowNs()};
   auto pending = store->BeginCreate(s);
   if (!pending.ok()) {
     ids.Release(*id);
     return pending.status();
   }
   const ThinId origin = pending->parent_thin_id.value_or(base.thin_id);
+  const uint64_t origin_size =
+      pending->parent_thin_id ? pending->parent_size_bytes : base.size_bytes;
+  const bool grow = pending->size_bytes > origin_size;
+  if (*requested != 0 && !grow) {
+    spdlog::info("{} {}: {}={} is not above the parent's {} bytes; keeping that size", key,
+                 kind == Kind::kView ? "view" : "prepare", kMaxSizeLabel, *requested, origin_size);
+  }
   const Access access = kind == Kind::kView ? Access::kReadOnly : Access::kReadWrite;
   // Each step runs only if all before it succeeded; failpoints sit between
   // them so crash tests can stop the process at every instant.
   Status st = failpoint::Hit("create.after_intent");
   if (st.ok()) st = tx.CreateSnap(*id, origin);
   if (st.ok()) st = failpoint::Hit("create.after_snap");
-  if (st.ok()) st = pool->Activate(*id, base.size_bytes, access);
+  if (st.ok() && grow) st = GrowDevice(*id, origin_size, pending->size_bytes, access);
+  if (st.ok()) st = pool->Activate(*id, pending->size_bytes, access);
   if (st.ok()) st = failpoint::Hit("create.after_activate");
   if (st.ok()) st = store->FinishCreate(*pending);
   if (!st.ok()) {
@@ -206,6 +220,18 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   r.thin_id = *id;
   r.info.kind = kind;
   return MountsFor(r);
+}
+
+// Gives a new snapshot's device and filesystem their max-size label's size,
+// leaving the device active read-write (a view is then re-activated
+// read-only). A crash at any point is undone with the create's intent.
+Status Snapshotter::Impl::GrowDevice(ThinId id, uint64_t from_bytes, uint64_t to_bytes,
+                                     Access access) {
+  THINSNAP_RETURN_IF_ERROR(pool->Activate(id, to_bytes, Access::kReadWrite));
+  THINSNAP_RETURN_IF_ERROR(fs->Grow(pool->DevicePath(id), from_bytes));
+  THINSNAP_FAILPOINT("create.after_grow");
+  if (access == Access::kReadOnly) THINSNAP_RETURN_IF_ERROR(pool->Deactivate(id));
+  return Status::Ok();
 }
 
 // Reads an active device's usage: the bytes it maps beyond what its parent
@@ -259,6 +285,7 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
   impl->ids.Reserve(*in_use);
   THINSNAP_RETURN_IF_ERROR(impl->EnsureBase());
   impl->reclaimer.Start();
+  impl->autoextender.Start();
   return std::unique_ptr<Snapshotter>(new Snapshotter(std::move(impl)));
 }
 

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "autoextend.h"
 #include "base/status.h"
 #include "filesystem.h"
 #include "pool.h"
@@ -45,6 +46,8 @@ struct SnapshotterOptions {
   bool discard_unused_blocks = true;
   // Largest size a snapshot may have (its containerd.io/snapshot/max-size).
   uint64_t max_snapshot_size_bytes = 1ull << 40;
+  // Growing a loop pool before it fills (off unless a threshold is set).
+  AutoextendOptions autoextend;
 };
 
 class Snapshotter {

@@ -253,7 +253,9 @@ Result<PendingCreate> Store::BeginCreate(const NewSnapshot& s) {
     parent_id = parent->id;
     pending.parent_thin_id = parent->thin_id;
     pending.parent_mapped_bytes = parent->mapped_bytes;
+    pending.parent_size_bytes = parent->size_bytes;
   }
+  pending.size_bytes = std::max(s.size_bytes, pending.parent_size_bytes);
   auto ins = db_.Prepare(
       "INSERT INTO snapshots (key, parent_id, kind, thin_id, size_bytes, created_ns, updated_ns)"
       " VALUES (?, ?, ?, ?, ?, ?, ?)");
@@ -266,7 +268,7 @@ Result<PendingCreate> Store::BeginCreate(const NewSnapshot& s) {
   }
   ins->Bind(3, static_cast<int64_t>(s.kind))
       .Bind(4, static_cast<int64_t>(s.thin_id))
-      .Bind(5, static_cast<int64_t>(s.size_bytes))
+      .Bind(5, static_cast<int64_t>(pending.size_bytes))
       .Bind(6, s.now_ns)
       .Bind(7, s.now_ns);
   Status st = ins->Exec();

@@ -71,6 +71,8 @@ struct NewSnapshot {
   std::string parent;  // empty for a root snapshot
   Kind kind = Kind::kActive;
   ThinId thin_id = 0;
+  // At least this size; a child is recorded with its parent's size if that
+  // is larger (see PendingCreate::size_bytes).
   uint64_t size_bytes = 0;
   Labels labels;
   int64_t now_ns = 0;
@@ -82,6 +84,8 @@ struct PendingCreate {
   int64_t intent_id = 0;
   std::optional<ThinId> parent_thin_id;  // unset for a root snapshot
   uint64_t parent_mapped_bytes = 0;
+  uint64_t parent_size_bytes = 0;  // 0 for a root snapshot
+  uint64_t size_bytes = 0;         // as recorded: max(asked, the parent's)
 };
 
 struct CommitUsage {

@@ -1,6 +1,7 @@
 #include "daemon/config.h"
 
 #include <sys/un.h>
+#include <fmt/format.h>
 #include <toml++/toml.h>
 
 #include <array>
@@ -76,6 +77,25 @@ KeyHandler SizeKey(uint64_t Config::*field) {
   };
 }
 
+// A number in [low, high).
+KeyHandler PercentKey(double Config::*field, double low, double high) {
+  return [=](const toml::node& n, const KeyError& e, Config& c) {
+    double percent;
+    if (const auto* i = n.as_integer()) {
+      percent = static_cast<double>(i->get());
+    } else if (const auto* f = n.as_floating_point()) {
+      percent = f->get();
+    } else {
+      return e("expected a number");
+    }
+    if (!(percent >= low && percent < high)) {
+      return e(fmt::format("must be in [{}, {})", low, high));
+    }
+    c.*field = percent;
+    return Status::Ok();
+  };
+}
+
 KeyHandler BoolKey(bool Config::*field) {
   return [field](const toml::node& n, const KeyError& e, Config& c) {
     const auto* value = n.as_boolean();
@@ -113,20 +133,11 @@ const std::map<std::string, KeyHandler, std::less<>>& Handlers() {
        }},
       {"async_remove", BoolKey(&Config::async_remove)},
       {"discard_unused_blocks", BoolKey(&Config::discard_unused_blocks)},
-      {"min_free_space_percent",
-       [](const toml::node& n, const KeyError& e, Config& c) {
-         double percent;
-         if (const auto* i = n.as_integer()) {
-           percent = static_cast<double>(i->get());
-         } else if (const auto* f = n.as_floating_point()) {
-           percent = f->get();
-         } else {
-           return e("expected a number");
-         }
-         if (!(percent >= 0 && percent < 100)) return e("must be in [0, 100)");
-         c.min_free_space_percent = percent;
-         return Status::Ok();
-       }},
+      {"min_free_space_percent", PercentKey(&Config::min_free_space_percent, 0, 100)},
+      {"autoextend_threshold_percent",
+       PercentKey(&Config::autoextend_threshold_percent, 0, 100)},
+      {"autoextend_percent", PercentKey(&Config::autoextend_percent, 1, 1000)},
+      {"autoextend_max_size", SizeKey(&Config::autoextend_max_size_bytes)},
       {"log_level",
        [](const toml::node& n, const KeyError& e, Config& c) {
          THINSNAP_RETURN_IF_ERROR(ReadString(n, e, c.log_level));
@@ -208,6 +219,11 @@ Status ValidateConfig(const Config& config) {
     return Status::InvalidArgument("socket path is longer than " +
                                    std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
                                    " bytes: \"" + config.socket + "\"");
+  }
+  if (config.autoextend_threshold_percent > 0 && config.autoextend_max_size_bytes == 0) {
+    return Status::InvalidArgument(
+        "autoextend_threshold_percent is set but autoextend_max_size is not: say how large the "
+        "pool may grow");
   }
   if (config.max_snapshot_size_bytes < config.base_size_bytes) {
     return Status::InvalidArgument(

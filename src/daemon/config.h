@@ -26,6 +26,12 @@ struct Config {
   bool async_remove = false;
   bool discard_unused_blocks = true;  // discard blocks no snapshot needs (reclaimer.h)
   double min_free_space_percent = 10.0;
+  // Loop pools only (autoextend.h): grow by autoextend_percent when data or
+  // metadata use reaches autoextend_threshold_percent (0: off), up to
+  // autoextend_max_size of data.
+  double autoextend_threshold_percent = 0;
+  double autoextend_percent = 20;
+  uint64_t autoextend_max_size_bytes = 0;
   std::string log_level = "info";  // trace, debug, info, warn, error, critical, off
 };
 

@@ -140,6 +140,9 @@ int Run(int argc, char** argv) {
   options.async_remove = config.async_remove;
   options.discard_unused_blocks = config.discard_unused_blocks;
   options.max_snapshot_size_bytes = config.max_snapshot_size_bytes;
+  options.autoextend.threshold_percent = config.autoextend_threshold_percent;
+  options.autoextend.grow_percent = config.autoextend_percent;
+  options.autoextend.max_data_bytes = config.autoextend_max_size_bytes;
   options.min_free_space_percent = config.min_free_space_percent;
   Result<std::unique_ptr<Snapshotter>> snapshotter =
       Snapshotter::Open(std::move(*store), std::move(*pool),

@@ -69,7 +69,13 @@ class FakePoolState final : public FakePoolControl {
     return it == discarded_ranges.end() ? std::vector<ByteRange>{} : it->second;
   }
 
+  int Grows() const override {
+    std::lock_guard lock(mu);
+    return grows;
+  }
+
   mutable std::mutex mu;
+  int grows = 0;
   std::vector<ThinId> discarded_ids;
   std::map<ThinId, std::vector<ByteRange>> discarded_ranges;
   std::map<ThinId, Device> devices;
@@ -169,6 +175,14 @@ class FakePool final : public ThinPool {
     return s_->devices[id].mapped_bytes;
   }
 
+  Status Grow(uint64_t data_bytes, uint64_t) override {
+    std::lock_guard lock(s_->mu);
+    const uint64_t blocks = data_bytes / (64 << 10);
+    if (blocks > s_->data_total) s_->data_total = blocks;
+    ++s_->grows;
+    return Status::Ok();
+  }
+
   Status DiscardAll(ThinId id, uint64_t) override {
     std::lock_guard lock(s_->mu);
     auto dev = s_->devices.find(id);
@@ -204,6 +218,7 @@ class FakeFilesystem final : public Filesystem {
   const std::string& type() const override { return type_; }
   Status Format(const std::string&) override { return Status::Ok(); }
   Result<int64_t> InodesUsed(const std::string&) override { return int64_t{11}; }
+  Status Grow(const std::string&, uint64_t) override { return Status::Ok(); }
   Result<std::vector<ByteRange>> UnusedRanges(const std::string&, uint64_t align) override {
     return std::vector<ByteRange>{{align, 4 * align}};
   }

@@ -26,6 +26,8 @@ struct FakePoolControl {
   // How many DiscardAll / DiscardRanges calls succeeded, and on which ids.
   virtual std::vector<ThinId> DiscardedIds() const = 0;
   virtual std::vector<ByteRange> DiscardedRanges(ThinId id) const = 0;
+  // How many times Grow was called.
+  virtual int Grows() const = 0;
 };
 
 // The pool is shared so that a test can hand the same "kernel state" to a

@@ -178,6 +178,55 @@ TEST_F(SnapshotterTest, RemoveRefusesParentsAndFreesIds) {
   EXPECT_EQ(pool_->ActiveIds(), std::vector<ThinId>{1});
 }
 
+// The size recorded for `key`, read through a second connection.
+uint64_t RecordedSize(const std::filesystem::path& dir, const std::string& key) {
+  auto store = Store::Open((dir / "metadata.db").string());
+  EXPECT_TRUE(store.ok());
+  auto r = (*store)->Get(key);
+  EXPECT_TRUE(r.ok()) << r.status().ToString();
+  return r.ok() ? r->size_bytes : 0;
+}
+
+TEST_F(SnapshotterTest, MaxSizeLabelGrowsTheSnapshotAndItsChildren) {
+  const uint64_t base = SnapshotterOptions{}.base_size_bytes;
+  const std::string twice = std::to_string(2 * base);
+  auto m = snap_->Prepare("big", "", {{"containerd.io/snapshot/max-size", twice}});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(RecordedSize(dir_, "big"), 2 * base);
+  // Stat shows the label as given.
+  EXPECT_EQ(snap_->Stat("big")->labels.at("containerd.io/snapshot/max-size"), twice);
+  MustCommit("big-c", "big");
+  // A child keeps its parent's size; a smaller hint cannot shrink it.
+  MustPrepare("child", "big-c");
+  EXPECT_EQ(RecordedSize(dir_, "child"), 2 * base);
+  ASSERT_TRUE(snap_->View("v", "big-c", {{"containerd.io/snapshot/max-size", "4096"}}).ok());
+  EXPECT_EQ(RecordedSize(dir_, "v"), 2 * base);
+  // Sizes round up to whole 4 KiB blocks.
+  ASSERT_TRUE(
+      snap_->Prepare("odd", "", {{"containerd.io/snapshot/max-size", std::to_string(base + 1)}})
+          .ok());
+  EXPECT_EQ(RecordedSize(dir_, "odd"), base + 4096);
+  MustPrepare("plain");
+  EXPECT_EQ(RecordedSize(dir_, "plain"), base);
+}
+
+TEST_F(SnapshotterTest, BadMaxSizeLabelsAreRefusedAndChangeNothing) {
+  SnapshotterOptions opts;
+  opts.max_snapshot_size_bytes = 64ull << 30;
+  Reopen(opts);
+  for (const std::string& bad :
+       {std::string(), std::string("0"), std::string("-1"), std::string("12k"), std::string(" 1"),
+        std::string("1e9"), std::string("99999999999999999999999"),
+        std::to_string((64ull << 30) + 1)}) {
+    auto m = snap_->Prepare("x", "", {{"containerd.io/snapshot/max-size", bad}});
+    EXPECT_EQ(m.status().code(), Code::kInvalidArgument) << "'" << bad << "'";
+    auto v = snap_->View("x", "", {{"containerd.io/snapshot/max-size", bad}});
+    EXPECT_EQ(v.status().code(), Code::kInvalidArgument) << "'" << bad << "'";
+  }
+  EXPECT_TRUE(Keys().empty());
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
+}
+
 TEST_F(SnapshotterTest, RemoveDiscardsTheDeviceBeforeDeletingIt) {
   MustPrepare("a");
   MustCommit("layer", "a");

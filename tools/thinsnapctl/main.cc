@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "client.h"
+#include "exact_usage.h"
 #include "pool_admin.h"
 #include "size.h"
 
@@ -160,6 +161,38 @@ int Main(int argc, char** argv) {
     if (ddir->count() == 0 && dname->count() == 0) throw CLI::RequiredError("--dir or --name");
   });
 
+  CLI::App* extend = pool->add_subcommand("extend", "grow a pool online (loop or LVM)");
+  std::string extend_name = kDefaultPoolName;
+  std::string data_to, data_by, meta_to, meta_by;
+  bool extend_lvm = false;
+  LvmPoolSpec extend_lvm_spec;
+  extend->add_option("--name", extend_name, "pool name (loop: dm name; lvm: LV name)")
+      ->capture_default_str();
+  auto* data_to_opt =
+      extend->add_option("--data-size", data_to, "[loop] new data size")->check(size_check);
+  extend->add_option("--data-by", data_by, "grow the data by this much")
+      ->check(size_check)
+      ->excludes(data_to_opt);
+  auto* meta_to_opt =
+      extend->add_option("--meta-size", meta_to, "[loop] new metadata size")->check(size_check);
+  extend->add_option("--meta-by", meta_by, "grow the metadata by this much")
+      ->check(size_check)
+      ->excludes(meta_to_opt);
+  extend->add_flag("--lvm", extend_lvm, "an LVM thin pool: run lvextend on --vg/--name");
+  extend->add_option("--vg", extend_lvm_spec.vg, "[lvm] volume group");
+  extend->add_option("--lvm-config", extend_lvm_spec.lvm_config, "[lvm] passed as --config");
+  extend->add_option("--lvm-system-dir", extend_lvm_spec.lvm_system_dir,
+                     "[lvm] LVM_SYSTEM_DIR for lvm");
+  extend->callback([&] {
+    if (data_to.empty() && data_by.empty() && meta_to.empty() && meta_by.empty()) {
+      throw CLI::RequiredError("--data-size, --data-by, --meta-size or --meta-by");
+    }
+    if (extend_lvm && (!data_to.empty() || !meta_to.empty())) {
+      throw CLI::ValidationError("pool extend", "with --lvm give --data-by/--meta-by");
+    }
+    if (extend_lvm && extend_lvm_spec.vg.empty()) throw CLI::RequiredError("--vg (with --lvm)");
+  });
+
   CLI::App* status = pool->add_subcommand("status", "show a pool's usage and state");
   std::string status_name = kDefaultPoolName;
   bool status_json = false;
@@ -182,6 +215,18 @@ int Main(int argc, char** argv) {
   CLI::App* usage = app.add_subcommand("usage", "disk usage of one or all snapshots");
   usage->add_option("KEY", usage_key);
   usage->add_flag("--json", client.json, "print JSON");
+  bool usage_exact = false;
+  std::string usage_root, usage_pool;
+  auto* exact_flag = usage->add_flag(
+      "--exact", usage_exact, "exclusive bytes from the pool's metadata (needs --root, --pool)");
+  usage->add_option("--root", usage_root, "[exact] thinsnapd's root_dir")->needs(exact_flag);
+  usage->add_option("--pool", usage_pool, "[exact] device-mapper name of the pool")
+      ->needs(exact_flag);
+  usage->callback([&] {
+    if (usage_exact && (usage_root.empty() || usage_pool.empty())) {
+      throw CLI::RequiredError("--root and --pool (with --exact)");
+    }
+  });
   CLI::App* prepare = app.add_subcommand("prepare", "create an active snapshot; prints mounts");
   prepare->add_option("KEY", key)->required();
   prepare->add_option("PARENT", parent);
@@ -236,6 +281,21 @@ int Main(int argc, char** argv) {
     for (const std::string& line : *done) std::cout << line << "\n";
     return 0;
   }
+  if (*extend) {
+    auto size_of = [](const std::string& s) { return s.empty() ? uint64_t{0} : MustParseSize(s); };
+    if (extend_lvm) {
+      extend_lvm_spec.name = extend_name;
+      Status st = ExtendLvmPool(extend_lvm_spec, size_of(data_by), size_of(meta_by));
+      if (!st.ok()) return Fail(st);
+      std::cout << "pool " << extend_lvm_spec.vg << "/" << extend_name << " extended\n";
+      return 0;
+    }
+    ExtendSpec spec{size_of(data_to), size_of(data_by), size_of(meta_to), size_of(meta_by)};
+    Result<std::vector<std::string>> done = ExtendLoopPool(extend_name, spec);
+    if (!done.ok()) return Fail(done.status());
+    for (const std::string& line : *done) std::cout << line << "\n";
+    return 0;
+  }
   if (*status) {
     Status st = PrintPoolStatus(status_name, status_json);
     return st.ok() ? 0 : Fail(st);
@@ -248,6 +308,7 @@ int Main(int argc, char** argv) {
   if (*ls) return List(client);
   if (*tree) return Tree(client);
   if (*info) return Info(client, key);
+  if (*usage && usage_exact) return ExactUsage(usage_root, usage_pool, usage_key, client.json);
   if (*usage) return Usage(client, usage_key);
   if (*prepare) return Prepare(client, key, parent, labels);
   if (*view) return View(client, key, parent, labels);

@@ -13,6 +13,7 @@
 #include "base/subprocess.h"
 #include "descriptor.h"
 #include "dm/device_mapper.h"
+#include "dm/pool_resize.h"
 #include "dm/thin.h"
 #include "json.h"
 #include "loop.h"
@@ -407,6 +408,25 @@ Status CheckLvm(const Result<CommandOutput>& out, const std::string& what) {
 
 }  // namespace
 
+Status ExtendLvmPool(const LvmPoolSpec& spec, uint64_t data_by, uint64_t meta_by) {
+  if (spec.vg.empty() || spec.name.empty()) {
+    return Status::InvalidArgument("--vg and --name name the LVM pool");
+  }
+  if (data_by == 0 && meta_by == 0) {
+    return Status::InvalidArgument("nothing to do: give --data-by and/or --meta-by");
+  }
+  RunOptions run;
+  run.timeout = std::chrono::minutes(5);
+  if (!spec.lvm_system_dir.empty())
+    run.extra_env.push_back("LVM_SYSTEM_DIR=" + spec.lvm_system_dir);
+  std::vector<std::string> argv = {"lvextend"};
+  if (!spec.lvm_config.empty()) argv.insert(argv.end(), {"--config", spec.lvm_config});
+  if (data_by) argv.insert(argv.end(), {"--size", "+" + std::to_string(data_by) + "b"});
+  if (meta_by) argv.insert(argv.end(), {"--poolmetadatasize", "+" + std::to_string(meta_by) + "b"});
+  argv.push_back(spec.vg + "/" + spec.name);
+  return CheckLvm(RunCommand(argv, run), "lvextend");
+}
+
 Result<std::string> CreateLvmPool(const LvmPoolSpec& spec) {
   if (spec.vg.empty()) return Status::InvalidArgument("--vg must not be empty");
   if (spec.name.empty()) return Status::InvalidArgument("--name must not be empty");
@@ -462,6 +482,34 @@ Result<std::string> CreateLvmPool(const LvmPoolSpec& spec) {
     return Status::Internal("lvcreate succeeded but " + dm_name + " is not active");
   }
   return dm_name;
+}
+
+Result<std::vector<std::string>> ExtendLoopPool(const std::string& name, const ExtendSpec& spec) {
+  auto before = dm::GetLoopPoolSize(name);
+  if (!before.ok()) return before.status();
+  const uint64_t data = spec.data_to ? spec.data_to : before->data_bytes + spec.data_by;
+  const uint64_t meta = spec.meta_to ? spec.meta_to : before->meta_bytes + spec.meta_by;
+  if (data < before->data_bytes || meta < before->meta_bytes) {
+    return Status::InvalidArgument("pools only grow: data is " + FormatSize(before->data_bytes) +
+                                   ", metadata " + FormatSize(before->meta_bytes));
+  }
+  if (meta > kMaxMetaSize) {
+    return Status::InvalidArgument("metadata size " + FormatSize(meta) + " is above dm-thin's " +
+                                   FormatSize(kMaxMetaSize));
+  }
+  if (data == before->data_bytes && meta == before->meta_bytes) {
+    return Status::InvalidArgument(
+        "nothing to do: give a larger --data-size/--meta-size, or "
+        "--data-by/--meta-by");
+  }
+  auto after = dm::GrowLoopPool(name, data, meta);
+  if (!after.ok()) return after.status();
+  return std::vector<std::string>{
+      "pool " + name + " extended",
+      "  data:     " + after->data_file + ", " + FormatSize(before->data_bytes) + " -> " +
+          FormatSize(after->data_bytes),
+      "  metadata: " + after->meta_file + ", " + FormatSize(before->meta_bytes) + " -> " +
+          FormatSize(after->meta_bytes)};
 }
 
 Status PrintPoolStatus(const std::string& name, bool json) {

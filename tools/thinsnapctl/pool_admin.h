@@ -89,6 +89,21 @@ Result<std::string> CreateLvmPool(const LvmPoolSpec& spec);
 // The device-mapper name LVM gives VG/LV.
 std::string LvmDmName(const std::string& vg, const std::string& lv);
 
+// How much a pool should grow: either to a size or by an amount. Zero
+// fields are left alone.
+struct ExtendSpec {
+  uint64_t data_to = 0, data_by = 0;
+  uint64_t meta_to = 0, meta_by = 0;
+};
+// Grows loop pool `name` online (dm/pool_resize.h) and returns a line per
+// device, for the caller to print. FailedPrecondition for pools not on loop
+// devices; InvalidArgument for sizes it cannot reach (below the current one,
+// data not a multiple of the block size, metadata above dm-thin's 16 GiB).
+Result<std::vector<std::string>> ExtendLoopPool(const std::string& name, const ExtendSpec& spec);
+
+// `lvextend --size +BYTES` of VG/LV, plus `--poolmetadatasize +BYTES`.
+Status ExtendLvmPool(const LvmPoolSpec& pool, uint64_t data_by, uint64_t meta_by);
+
 // Prints the pool's status, as text or JSON.
 Status PrintPoolStatus(const std::string& name, bool json);
 

@@ -12,6 +12,9 @@
 # 3. The same after a crash between Remove and the reclaim (thinsnapd killed at
 #    remove.after_intent): the next start's reconciler discards and deletes.
 # 4. With discard_unused_blocks = false the data file keeps its size (the switch works).
+# 5. Pools that grow: `thinsnapctl pool extend` grows a loop pool online under an active snapshot;
+#    and with autoextend on, a container writing steadily 448 MiB into a 256 MiB pool never sees a
+#    write fail: thinsnapd grows the pool as it fills.
 set -euo pipefail
 
 build=$(readlink -f "${1:?usage: $0 <build-dir>}")
@@ -44,13 +47,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# instance_create NAME FS_TYPE [CONFIG LINES...]: a loop pool space-NAME and its thinsnapd config.
+# instance_create NAME FS_TYPE [CONFIG LINES...]: a loop pool space-NAME (DATA_SIZE, default 3G)
+# and its thinsnapd config.
 instance_create() {
   local name=$1 fs=$2
   shift 2
   mkdir -p "$WORK/$name/mnt"
   "$CTL_BIN" pool create --loop --dir "$WORK/$name/pool" --name "space-$name" \
-    --data-size 3G --meta-size 64M >/dev/null
+    --data-size "${DATA_SIZE:-3G}" --meta-size 64M >/dev/null
   {
     echo "root_dir = \"$WORK/$name/root\""
     echo "socket = \"$WORK/$name/thinsnap.sock\""
@@ -64,6 +68,7 @@ instance_create() {
 # daemon_start NAME [FAILPOINTS]
 daemon_start() {
   local name=$1 failpoints=${2:-} sock=$WORK/$1/thinsnap.sock
+  rm -f "$sock"  # a killed daemon's socket would pass for a served one
   THINSNAP_FAILPOINTS=$failpoints "$DAEMON" --config "$WORK/$name/config.toml" \
     >>"$WORK/$name/thinsnapd.log" 2>&1 &
   PIDS[$name]=$!
@@ -90,7 +95,7 @@ pool_used_bytes() {
   local line blocks sectors
   line=$(dmsetup status "space-$1")
   blocks=$(awk '{ split($6, d, "/"); print d[1] }' <<<"$line")
-  sectors=$(dmsetup table "space-$1" | awk '{ print $7 }')
+  sectors=$(dmsetup table "space-$1" | awk '{ print $6 }')
   echo $((blocks * sectors * 512))
 }
 data_file_kib() { du -k "$WORK/$1/pool/data.img" | awk '{ print $1 }'; }
@@ -163,6 +168,14 @@ unpack_layer reclaim layer1
 run_container reclaim c1 layer1 100
 run_container reclaim c2 layer1 100
 du1=$(data_file_kib reclaim)
+# The exact figures, from the pool's metadata: each container alone holds its 100 MiB.
+exact=$("$CTL_BIN" usage --exact --json --root "$WORK/reclaim/root" --pool space-reclaim)
+"$CTL_BIN" usage --exact --root "$WORK/reclaim/root" --pool space-reclaim | sed 's/^/  /'
+for c in c1 c2; do
+  excl=$(jq -r --arg c "$c" '.snapshots[] | select(.name == $c) | .exclusive_bytes' <<<"$exact")
+  [ "$excl" -ge $((100 << 20)) ] && [ "$excl" -lt $((110 << 20)) ] ||
+    fail "usage --exact: $c holds $excl bytes exclusively, want about 100 MiB: $exact"
+done
 ctl reclaim rm c1
 ctl reclaim rm c2
 ctl reclaim rm layer1
@@ -204,5 +217,42 @@ say "NODISCARD du of data.img: before ${du0} KiB, after write + removal ${du1} K
 [ "$du1" -gt $((du0 + 40 * 1024)) ] || fail "discard_unused_blocks = false still discarded"
 [ -z "$(ctl nodiscard ls | tail -n +2)" ] || fail "snapshots left"
 daemon_stop nodiscard
+
+# --- 5. pools that grow ---
+pool_total_bytes() {
+  local line blocks sectors
+  line=$(dmsetup status "space-$1")
+  blocks=$(awk '{ split($6, d, "/"); print d[2] }' <<<"$line")
+  sectors=$(dmsetup table "space-$1" | awk '{ print $6 }')
+  echo $((blocks * sectors * 512))
+}
+DATA_SIZE=256M instance_create grow ext4 \
+  "autoextend_threshold_percent = 50" "autoextend_percent = 50" "autoextend_max_size = \"2GiB\""
+daemon_start grow
+size0=$(pool_total_bytes grow)
+ctl grow prepare writer >/dev/null
+mount "$(device_of grow writer)" "$WORK/grow/mnt"
+# Direct I/O: a steady writer, as a container appending to a log, not one page-cache burst.
+dd if=/dev/urandom of="$WORK/grow/mnt/steady" bs=1M count=448 oflag=direct status=none ||
+  fail "a write failed while the pool was to grow"
+sync
+size1=$(pool_total_bytes grow)
+used1=$(pool_used_bytes grow)
+umount "$WORK/grow/mnt"
+fsck_device "$(device_of grow writer)" "autoextended writer"
+grep 'autoextend:' "$WORK/grow/thinsnapd.log" | sed 's/^/  /'
+say "AUTOEXTEND pool data: $((size0 >> 20)) MiB before, $((size1 >> 20)) MiB after 448 MiB written ($((used1 >> 20)) MiB used); no write failed"
+[ "$size1" -gt "$size0" ] || fail "the pool did not grow"
+# Online extend by hand, under the active snapshot.
+"$CTL_BIN" pool extend --name space-grow --data-by 256M --meta-by 16M | sed 's/^/  /'
+size2=$(pool_total_bytes grow)
+[ "$size2" -eq $((size1 + (256 << 20))) ] || fail "pool extend: $size1 -> $size2 bytes"
+mount "$(device_of grow writer)" "$WORK/grow/mnt"
+head -c 64M /dev/urandom >"$WORK/grow/mnt/more"
+umount "$WORK/grow/mnt"
+say "EXTEND pool data: $((size1 >> 20)) MiB -> $((size2 >> 20)) MiB with thinsnapctl pool extend"
+ctl grow rm writer
+daemon_stop grow
+"$CTL_BIN" usage --exact --root "$WORK/grow/root" --pool space-grow | sed 's/^/  /'
 
 say "PASS: space"
