@@ -10,6 +10,8 @@
 #include <limits>
 #include <map>
 
+#include "metrics/metrics.h"
+
 namespace thinsnap {
 
 namespace {
@@ -62,6 +64,15 @@ const std::map<std::string, KeyHandler, std::less<>>& Handlers() {
       {"root_dir", StringKey(&Config::root_dir)},
       {"socket", StringKey(&Config::socket)},
       {"pool_name", StringKey(&Config::pool_name)},
+      {"metrics_address",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         const auto* value = n.as_string();
+         if (value == nullptr) return e("expected a string");
+         Status valid = ValidateMetricsAddress(value->get());
+         if (!valid.ok()) return e(valid.message());
+         c.metrics_address = value->get();
+         return Status::Ok();
+       }},
       {"base_size",
        [](const toml::node& n, const KeyError& e, Config& c) {
          if (const auto* bytes = n.as_integer()) {
@@ -206,7 +217,7 @@ Status ValidateConfig(const Config& config) {
         "critical, off: \"" +
         config.log_level + "\"");
   }
-  return Status::Ok();
+  return ValidateMetricsAddress(config.metrics_address);
 }
 
 }  // namespace thinsnap
