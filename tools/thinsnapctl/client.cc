@@ -315,7 +315,7 @@ int Usage(const ClientOptions& opts, const std::optional<std::string>& key) {
     std::cout << k << std::string(width - k.size() + 2, ' ') << size
               << std::string(size.size() < 14 ? 14 - size.size() : 1, ' ') << inodes << "\n";
   };
-  row("KEY", "SIZE", "INODES");
+  row("KEY", "BYTES", "INODES");  // usage in bytes, as containerd reports it
   for (const Row& r : rows) row(r.key, std::to_string(r.size), std::to_string(r.inodes));
   if (!key) row("TOTAL", std::to_string(total_size), std::to_string(total_inodes));
   return 0;
