@@ -9,8 +9,9 @@
 #   - writing 64 MiB into a snapshot's device raises thinsnap_pool_data_used_bytes by >= 64 MiB;
 #   - a Prepare of an existing key and a Stat of a missing one are counted as ALREADY_EXISTS and
 #     NOT_FOUND;
-# and that `promtool check metrics` passes on the exposition, every alert rule evaluates, and a
-# start of thinsnapd that fails leaves nothing in its --root.
+# and that `promtool check metrics` passes on the exposition, every alert rule evaluates, a
+# Prepare killed half-way is counted as a repair at the next start, and a start of thinsnapd
+# that fails leaves nothing in its --root.
 set -euo pipefail
 
 build=$(readlink -f "${1:?usage: $0 <build-dir>}")
@@ -93,15 +94,20 @@ fi
 ok "failed start leaves no --root behind: $(tail -n1 "$work/failed.err")"
 
 "$ctl_bin" pool create --loop --dir "$work/pool" --name $pool --data-size 1G --meta-size 32M >/dev/null
-"$daemon" --root "$work/root" --socket "$socket" --pool $pool --metrics-address $metrics \
-  >"$work/thinsnapd.log" 2>&1 &
-daemon_pid=$!
-for _ in $(seq 1 300); do
-  [ -S "$socket" ] && break
-  kill -0 $daemon_pid || fail "thinsnapd exited"
-  sleep 0.1
-done
-[ -S "$socket" ] || fail "no socket"
+# daemon_start [ENV=VALUE...]: thinsnapd on the pool, serving metrics; returns once it serves.
+daemon_start() {
+  rm -f "$socket"
+  env "$@" "$daemon" --root "$work/root" --socket "$socket" --pool $pool \
+    --metrics-address $metrics >>"$work/thinsnapd.log" 2>&1 &
+  daemon_pid=$!
+  for _ in $(seq 1 300); do
+    [ -S "$socket" ] && break
+    kill -0 $daemon_pid || fail "thinsnapd exited"
+    sleep 0.1
+  done
+  [ -S "$socket" ] || fail "no socket"
+}
+daemon_start
 # It binds exactly the configured address.
 ss -Hltn "sport = :9500" | awk '{print $4}' >"$work/listen"
 [ "$(cat "$work/listen")" = "$metrics" ] || fail "listening on $(cat "$work/listen"), want $metrics"
@@ -132,7 +138,7 @@ for _ in $(seq 1 600); do
 done
 curl -sf "http://$prom/-/ready" >/dev/null || fail "prometheus not ready within 120 s"
 echo "prometheus $(prometheus --version 2>&1 | head -n1 | awk '{print $3}') ready"
-await 'up{job="thinsnap"} == 1'
+await 'up{job="thinsnap"} == 1' 'up{job="thinsnap"}'
 ok "Prometheus scrapes thinsnapd"
 
 n=5
@@ -191,9 +197,22 @@ firing=$(jq -r '[.data.groups[].rules[] | select(.state == "firing") | .name] | 
 [ -z "$firing" ] || fail "alerts firing on a healthy pool: $firing"
 ok "all 11 alert rules evaluate (health ok) and none fires"
 
+# A crash in the middle of a Prepare is repaired at the next start, and the repair is counted.
+kill -TERM $daemon_pid
+wait $daemon_pid || fail "thinsnapd exited non-zero"
+daemon_start THINSNAP_FAILPOINTS=create.after_snap=kill
+ctl prepare crashed >/dev/null 2>&1 && fail "prepare survived the create.after_snap kill"
+wait $daemon_pid && fail "thinsnapd was not killed by the failpoint"
+daemon_start
+await 'thinsnap_reconcile_repairs_total{kind="unfinished_create"} == 1' \
+  'thinsnap_reconcile_repairs_total{kind="unfinished_create"}'
+echo "  thinsnap_reconcile_duration_seconds = $(query thinsnap_reconcile_duration_seconds)"
+ok "the next start repaired the killed Prepare; reconcile_repairs_total{kind=unfinished_create} = 1"
+
 echo "--- scrape excerpt"
-grep -E '^thinsnap_(pool_data|pool_metadata|snapshots|thin_ids|pending|build|reconcile_duration|grpc_requests_total)' \
-  <(curl -sf "http://$metrics/metrics") | head -n 30
+curl -sf "http://$metrics/metrics" >"$work/scrape.txt" || fail "GET /metrics"
+grep -E '^thinsnap_(pool_|snapshots|thin_ids|pending|build|reconcile_duration|grpc_requests_total)' \
+  "$work/scrape.txt"
 
 for i in $(seq $n); do ctl rm "p$i"; done
 kill -TERM $prom_pid
