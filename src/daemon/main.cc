@@ -1,10 +1,12 @@
 // thinsnapd: serves containerd's snapshots API over a device-mapper thin pool.
 //
-// Startup opens, in order, the metadata store, the pool, the filesystem and
-// the Snapshotter (which reconciles the pool with the store), then binds the
-// socket. SIGTERM/SIGINT stop accepting calls, let in-flight ones finish, and
-// close the Snapshotter and the database before exiting 0. Any startup
-// failure prints one clear line and exits 1.
+// Startup claims root_dir (daemon/root_dir.h), then opens, in order, the
+// pool, the metadata store, the filesystem and the Snapshotter (which
+// reconciles the pool with the store), starts /metrics if metrics_address is
+// set, then binds the socket. SIGTERM/SIGINT stop accepting calls, let
+// in-flight ones finish, and close the Snapshotter and the database before
+// exiting 0. Any startup failure prints one clear line, removes what this
+// start created in root_dir, and exits 1.
 #include <google/protobuf/stubs/logging.h>
 #include <pthread.h>
 #include <signal.h>
@@ -54,8 +56,8 @@ int Fail(const Status& status) {
 // exit code. Everything it opened is closed when it returns, so a failed
 // start can then remove what it created in root_dir.
 int Serve(const Config& config, RootDirClaim& claim, const sigset_t& stop_signals) {
-  // The pool first: its usual failures (no device-mapper, no such pool) then
-  // cost nothing in root_dir.
+  // The pool before the store: its usual failures (no device-mapper, no such
+  // pool) then never get as far as creating a database.
   Result<std::unique_ptr<ThinPool>> pool = OpenDmPool(config.pool_name);
   if (!pool.ok()) return Fail(pool.status().Annotate("open thin pool " + config.pool_name));
   const std::string db_path = config.root_dir + "/metadata.db";
