@@ -197,6 +197,11 @@ firing=$(jq -r '[.data.groups[].rules[] | select(.state == "firing") | .name] | 
 [ -z "$firing" ] || fail "alerts firing on a healthy pool: $firing"
 ok "all 11 alert rules evaluate (health ok) and none fires"
 
+echo "--- scrape excerpt"
+curl -sf "http://$metrics/metrics" >"$work/scrape.txt" || fail "GET /metrics"
+grep -E '^thinsnap_(pool_|snapshots|thin_ids|pending|build|reconcile_duration|grpc_requests_total)' \
+  "$work/scrape.txt"
+
 # A crash in the middle of a Prepare is repaired at the next start, and the repair is counted.
 kill -TERM $daemon_pid
 wait $daemon_pid || fail "thinsnapd exited non-zero"
@@ -209,10 +214,6 @@ await 'thinsnap_reconcile_repairs_total{kind="unfinished_create"} == 1' \
 echo "  thinsnap_reconcile_duration_seconds = $(query thinsnap_reconcile_duration_seconds)"
 ok "the next start repaired the killed Prepare; reconcile_repairs_total{kind=unfinished_create} = 1"
 
-echo "--- scrape excerpt"
-curl -sf "http://$metrics/metrics" >"$work/scrape.txt" || fail "GET /metrics"
-grep -E '^thinsnap_(pool_|snapshots|thin_ids|pending|build|reconcile_duration|grpc_requests_total)' \
-  "$work/scrape.txt"
 
 for i in $(seq $n); do ctl rm "p$i"; done
 kill -TERM $prom_pid
