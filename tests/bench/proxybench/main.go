@@ -269,6 +269,16 @@ func compareAB(ctx context.Context) {
 	a, b := newStats(samples[0]).pct(50), newStats(samples[1]).pct(50)
 	fmt.Printf("Prepare p50: %s %s vs %s %s: %+.1f%% (target: within 2%%)\n", labels[0], ms(a), labels[1], ms(b),
 		100*(float64(b)-float64(a))/float64(a))
+	// Sample i of A and of B ran back to back, so their difference cancels
+	// the machine's drift; its median is the steadier reading of the cost.
+	diffs := make([]float64, len(samples[0]))
+	for i := range diffs {
+		diffs[i] = float64(samples[1][i] - samples[0][i])
+	}
+	sort.Float64s(diffs)
+	d := diffs[len(diffs)/2]
+	fmt.Printf("paired: median of (%s - %s) over %d back-to-back pairs: %+.2f ms = %+.1f%% of %s's p50\n",
+		labels[1], labels[0], len(diffs), d/1e6, 100*d/float64(a), labels[0])
 }
 
 func main() {
