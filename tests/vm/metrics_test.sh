@@ -25,7 +25,7 @@ done
 
 work=$(mktemp -d /tmp/thinsnap-metrics.XXXXXX)
 socket=$work/thinsnap.sock
-pool=metrics-pool
+pool="metrics-pool"
 metrics=127.0.0.1:9500
 prom=127.0.0.1:9090
 daemon_pid=
