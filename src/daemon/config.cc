@@ -10,7 +10,7 @@
 #include <limits>
 #include <map>
 
-#include "metrics/metrics.h"
+#include "metrics/address.h"
 
 namespace thinsnap {
 

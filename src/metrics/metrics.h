@@ -32,6 +32,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "metrics/address.h"
 #include "pool.h"
 #include "reconciler.h"
 #include "store.h"
@@ -90,12 +91,5 @@ class Metrics {
   std::shared_ptr<StateCollector> state_;
   std::unique_ptr<prometheus::Exposer> exposer_;
 };
-
-// OK for "" (metrics off), "<ipv4>:<port>" and "[<ipv6>]:<port>" with a
-// numeric address and a port in 1..65535: the endpoint binds exactly there.
-// Host names are refused (they could resolve to several addresses), and so
-// is "unix:<path>": the HTTP server in Debian's prometheus-cpp (civetweb
-// 1.15) cannot listen on a unix socket.
-Status ValidateMetricsAddress(const std::string& address);
 
 }  // namespace thinsnap
