@@ -1,13 +1,16 @@
 #include "dm/device_mapper.h"
 
+#include <fcntl.h>
 #include <libdevmapper.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cstdarg>
 #include <cstdio>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -70,14 +73,24 @@ Result<TaskPtr> NewTask(int type, const std::string& name, const std::string& wh
   t_last_error.clear();
   TaskPtr t(dm_task_create(type));
   if (!t) {
-    // libdevmapper fails here when the kernel has no device-mapper at all.
-    if (access("/dev/mapper/control", F_OK) != 0) {
-      return Status::Unavailable(what +
-                                 ": device-mapper is not available (no /dev/mapper/control); "
-                                 "load the dm-thin-pool kernel module");
+    // libdevmapper fails here when it cannot open /dev/mapper/control: the
+    // kernel has no device-mapper, the node is missing, or we are not root.
+    // Say which, and what to do, in one sentence.
+    const int fd = open("/dev/mapper/control", O_RDWR | O_CLOEXEC);
+    const int err = errno;
+    if (fd >= 0) {
+      close(fd);
+      return Status::Internal(what + ": dm_task_create failed" +
+                              (t_last_error.empty() ? "" : ": " + t_last_error));
     }
-    return Status::Internal(what + ": dm_task_create failed" +
-                            (t_last_error.empty() ? "" : ": " + t_last_error));
+    if (err == EACCES || err == EPERM) {
+      return Status::FailedPrecondition(
+          "cannot open /dev/mapper/control (permission denied): device-mapper needs root");
+    }
+    return Status::Unavailable(
+        std::string("device-mapper is not available (/dev/mapper/control: ") + std::strerror(err) +
+        "): load it with `modprobe dm_thin_pool` and check that "
+        "/dev/mapper/control exists");
   }
   if (!name.empty() && !dm_task_set_name(t.get(), name.c_str())) {
     return Fail(t.get(), what + ": bad name");

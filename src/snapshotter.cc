@@ -82,6 +82,7 @@ struct Snapshotter::Impl {
   ThinIdAllocator ids;
   ThinIdLocks id_locks;
   BaseDevice base;
+  StartupReconcile startup;
   std::mutex update_mu;  // serialises label read-modify-write
   // Declared after everything they use, so they stop before those go.
   Reclaimer reclaimer;
@@ -267,8 +268,12 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
   }
 
   Reconciler reconciler(*impl->store, *impl->pool, impl->tx, Impl::ReclaimOptionsOf(options));
+  const auto reconcile_start = std::chrono::steady_clock::now();
   auto report = reconciler.Run(/*repair=*/true);
   if (!report.ok()) return report.status().Annotate("reconcile");
+  impl->startup = {
+      *report,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - reconcile_start).count()};
   if (report->clean()) {
     spdlog::info("reconcile: {}", report->Summary());
   } else {
@@ -290,6 +295,10 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
 }
 
 Snapshotter::Snapshotter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+const Snapshotter::StartupReconcile& Snapshotter::startup_reconcile() const {
+  return impl_->startup;
+}
 
 Snapshotter::~Snapshotter() { Close(); }
 

@@ -27,6 +27,7 @@
 #include "base/status.h"
 #include "filesystem.h"
 #include "pool.h"
+#include "reconciler.h"
 #include "snapshot_types.h"
 #include "store.h"
 
@@ -84,6 +85,14 @@ class Snapshotter {
   Status Cleanup();
   // Waits for in-flight operations; later calls return Unavailable.
   void Close();
+
+  // What the reconciliation in Open repaired and how long it took (for
+  // monitoring; the summary is also logged).
+  struct StartupReconcile {
+    ReconcileReport report;
+    double seconds = 0;
+  };
+  const StartupReconcile& startup_reconcile() const;
 
  private:
   struct Impl;

@@ -446,6 +446,27 @@ Result<std::vector<ThinId>> Store::ThinIdsInUse() {
   }
 }
 
+Result<StoreCounts> Store::Counts() {
+  std::lock_guard lock(mu_);
+  auto st = db_.Prepare(
+      "SELECT"
+      " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
+      " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
+      " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
+      " (SELECT COUNT(*) FROM (SELECT thin_id FROM snapshots UNION SELECT thin_id FROM intents"
+      "  UNION SELECT thin_id FROM base_device)),"
+      " (SELECT COUNT(*) FROM intents WHERE op = ?)");
+  if (!st.ok()) return st.status();
+  st->Bind(1, static_cast<int64_t>(Kind::kActive))
+      .Bind(2, static_cast<int64_t>(Kind::kView))
+      .Bind(3, static_cast<int64_t>(Kind::kCommitted))
+      .Bind(4, static_cast<int64_t>(IntentOp::kDelete));
+  auto row = st->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return Status::Internal("count query returned no row");
+  return StoreCounts{st->Int(0), st->Int(1), st->Int(2), st->Int(3), st->Int(4)};
+}
+
 Result<std::optional<BaseDevice>> Store::GetBase() {
   std::lock_guard lock(mu_);
   auto st = db_.Prepare("SELECT thin_id, size_bytes, fs_type FROM base_device");

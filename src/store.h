@@ -88,6 +88,15 @@ struct PendingCreate {
   uint64_t size_bytes = 0;         // as recorded: max(asked, the parent's)
 };
 
+// What the metadata holds, for monitoring.
+struct StoreCounts {
+  int64_t active = 0;  // visible snapshots by kind
+  int64_t view = 0;
+  int64_t committed = 0;
+  int64_t thin_ids_in_use = 0;         // as ThinIdsInUse().size()
+  int64_t pending_delete_intents = 0;  // deletes recorded but not yet done
+};
+
 struct CommitUsage {
   uint64_t mapped_bytes = 0;
   int64_t usage_bytes = 0;
@@ -143,6 +152,9 @@ class Store {
   // Every thin id the metadata accounts for: snapshots (any state), intents
   // and the base device.
   Result<std::vector<ThinId>> ThinIdsInUse();
+
+  // Counts for monitoring, read in one short transaction; no rows are copied.
+  Result<StoreCounts> Counts();
 
   // --- The pool's base device. ---
   Result<std::optional<BaseDevice>> GetBase();

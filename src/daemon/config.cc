@@ -11,6 +11,8 @@
 #include <limits>
 #include <map>
 
+#include "metrics/address.h"
+
 namespace thinsnap {
 
 namespace {
@@ -110,6 +112,15 @@ const std::map<std::string, KeyHandler, std::less<>>& Handlers() {
       {"root_dir", StringKey(&Config::root_dir)},
       {"socket", StringKey(&Config::socket)},
       {"pool_name", StringKey(&Config::pool_name)},
+      {"metrics_address",
+       [](const toml::node& n, const KeyError& e, Config& c) {
+         const auto* value = n.as_string();
+         if (value == nullptr) return e("expected a string");
+         Status valid = ValidateMetricsAddress(value->get());
+         if (!valid.ok()) return e(valid.message());
+         c.metrics_address = value->get();
+         return Status::Ok();
+       }},
       {"base_size", SizeKey(&Config::base_size_bytes)},
       {"max_snapshot_size", SizeKey(&Config::max_snapshot_size_bytes)},
       {"fs_type",
@@ -236,7 +247,7 @@ Status ValidateConfig(const Config& config) {
         "critical, off: \"" +
         config.log_level + "\"");
   }
-  return Status::Ok();
+  return ValidateMetricsAddress(config.metrics_address);
 }
 
 }  // namespace thinsnap

@@ -33,6 +33,8 @@ struct Config {
   double autoextend_percent = 20;
   uint64_t autoextend_max_size_bytes = 0;
   std::string log_level = "info";  // trace, debug, info, warn, error, critical, off
+  // Where /metrics is served ("<ip>:<port>"); empty means no endpoint.
+  std::string metrics_address;
 };
 
 // Reads `path` over the defaults above. NotFound if the file does not exist;
@@ -40,7 +42,8 @@ struct Config {
 Result<Config> LoadConfig(const std::string& path);
 
 // Checks what a running daemon needs, after flags were applied: pool_name set,
-// absolute paths, a socket path that fits in sockaddr_un, a known log level.
+// absolute paths, a socket path that fits in sockaddr_un, a known log level,
+// a metrics address the endpoint can bind exactly (ValidateMetricsAddress).
 Status ValidateConfig(const Config& config);
 
 // "10GiB", "512M", "4096" or "4096B". K/M/G/T are binary like KiB/MiB/GiB/TiB.

@@ -1,32 +1,30 @@
 // thinsnapd: serves containerd's snapshots API over a device-mapper thin pool.
 //
-// Startup opens, in order, the metadata store, the pool, the filesystem and
-// the Snapshotter (which reconciles the pool with the store), then binds the
-// socket. SIGTERM/SIGINT stop accepting calls, let in-flight ones finish, and
-// close the Snapshotter and the database before exiting 0. Any startup
-// failure prints one clear line and exits 1.
-#include <fcntl.h>
+// Startup claims root_dir (daemon/root_dir.h), then opens, in order, the
+// pool, the metadata store, the filesystem and the Snapshotter (which
+// reconciles the pool with the store), starts /metrics if metrics_address is
+// set, then binds the socket. SIGTERM/SIGINT stop accepting calls, let
+// in-flight ones finish, and close the Snapshotter and the database before
+// exiting 0. Any startup failure prints one clear line, removes what this
+// start created in root_dir, and exits 1.
 #include <google/protobuf/stubs/logging.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "daemon/config.h"
+#include "daemon/root_dir.h"
 #include "dm_pool.h"
 #include "filesystem.h"
+#include "metrics/metrics.h"
 #include "rpc/server.h"
 #include "rpc/snapshots_service.h"
 #include "snapshotter.h"
@@ -54,45 +52,85 @@ int Fail(const Status& status) {
   return 1;
 }
 
-// Creates `dir` (0700) and its parents if missing; an existing directory is
-// left as the administrator made it.
-Status MakeRootDir(const std::string& dir) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(dir, ec)) return Status::Ok();
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return Status::FromErrno(ec.value(), "create root_dir " + dir);
-  if (chmod(dir.c_str(), 0700) != 0) return Status::FromErrno(errno, "chmod " + dir);
-  return Status::Ok();
-}
+// Opens everything, serves until SIGTERM/SIGINT, and shuts down. Returns the
+// exit code. Everything it opened is closed when it returns, so a failed
+// start can then remove what it created in root_dir.
+int Serve(const Config& config, RootDirClaim& claim, const sigset_t& stop_signals) {
+  // The pool before the store: its usual failures (no device-mapper, no such
+  // pool) then never get as far as creating a database.
+  Result<std::unique_ptr<ThinPool>> pool = OpenDmPool(config.pool_name);
+  if (!pool.ok()) return Fail(pool.status().Annotate("open thin pool " + config.pool_name));
+  const std::string db_path = config.root_dir + "/metadata.db";
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) claim.NoteCreated(db_path + suffix);
+  Result<std::unique_ptr<Store>> store = Store::Open(db_path);
+  if (!store.ok()) return Fail(store.status().Annotate("open metadata store"));
 
-// One daemon per root_dir: a second one would reconcile the same pool and
-// database behind the first one's back. The lock lives as long as the fd,
-// i.e. the process.
-Result<int> LockRootDir(const std::string& dir) {
-  const std::string path = dir + "/thinsnapd.lock";
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno(errno, "open " + path);
-  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    Status error = errno == EWOULDBLOCK
-                       ? Status::FailedPrecondition("another thinsnapd holds " + path)
-                       : Status::FromErrno(errno, "flock " + path);
-    close(fd);
-    return error;
+  std::unique_ptr<Metrics> metrics;
+  ThinPool* raw_pool = pool->get();
+  Store* raw_store = store->get();
+  if (!config.metrics_address.empty()) {
+    metrics = std::make_unique<Metrics>(THINSNAP_VERSION);
+    *pool = metrics->InstrumentPool(std::move(*pool));
   }
-  return fd;
+  SnapshotterOptions options;
+  options.base_size_bytes = config.base_size_bytes;
+  options.async_remove = config.async_remove;
+  options.discard_unused_blocks = config.discard_unused_blocks;
+  options.max_snapshot_size_bytes = config.max_snapshot_size_bytes;
+  options.autoextend.threshold_percent = config.autoextend_threshold_percent;
+  options.autoextend.grow_percent = config.autoextend_percent;
+  options.autoextend.max_data_bytes = config.autoextend_max_size_bytes;
+  options.min_free_space_percent = config.min_free_space_percent;
+  Result<std::unique_ptr<Snapshotter>> snapshotter =
+      Snapshotter::Open(std::move(*store), std::move(*pool),
+                        MakeExtFilesystem(config.fs_type, config.fs_options), options);
+  if (!snapshotter.ok()) return Fail(snapshotter.status().Annotate("open snapshotter"));
+
+  ServerOptions server_options;
+  if (metrics) {
+    const auto& reconcile = (*snapshotter)->startup_reconcile();
+    metrics->RecordReconcile(reconcile.report, reconcile.seconds);
+    metrics->WatchState(raw_pool, raw_store);
+    if (Status serving = metrics->Serve(config.metrics_address); !serving.ok()) {
+      (*snapshotter)->Close();
+      return Fail(serving);
+    }
+    server_options.interceptors.push_back(metrics->RpcInterceptorFactory());
+  }
+  SnapshotsService service(snapshotter->get());
+  Result<std::unique_ptr<Server>> server =
+      Server::Start(config.socket, &service, std::move(server_options));
+  if (!server.ok()) {
+    if (metrics) metrics->Stop();
+    (*snapshotter)->Close();
+    return Fail(server.status().Annotate("start server"));
+  }
+  claim.Keep();
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  spdlog::info("received {}, shutting down", strsignal(signal_number));
+  (*server)->Shutdown(kShutdownGrace);
+  if (metrics) metrics->Stop();  // scrapes read the pool and the store
+  (*snapshotter)->Close();
+  snapshotter->reset();  // closes the database
+  spdlog::info("thinsnapd stopped");
+  return 0;
 }
 
 int Run(int argc, char** argv) {
   CLI::App app{"thinsnapd: containerd proxy snapshotter over device-mapper thin pools",
                "thinsnapd"};
   app.set_version_flag("--version", std::string("thinsnapd ") + THINSNAP_VERSION);
-  std::string config_path, root_dir, socket, pool_name, log_level;
+  std::string config_path, root_dir, socket, pool_name, log_level, metrics_address;
   app.add_option("--config", config_path, "TOML configuration file");
   app.add_option("--root", root_dir, "metadata directory (overrides root_dir)");
   app.add_option("--socket", socket, "unix socket to serve on (overrides socket)");
   app.add_option("--pool", pool_name, "device-mapper thin-pool name (overrides pool_name)");
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error, critical or off (overrides log_level)");
+  app.add_option("--metrics-address", metrics_address,
+                 "serve /metrics on IP:PORT, \"\" for none (overrides metrics_address)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -109,6 +147,7 @@ int Run(int argc, char** argv) {
   if (app.count("--socket") > 0) config.socket = socket;
   if (app.count("--pool") > 0) config.pool_name = pool_name;
   if (app.count("--log-level") > 0) config.log_level = log_level;
+  if (app.count("--metrics-address") > 0) config.metrics_address = metrics_address;
   if (Status valid = ValidateConfig(config); !valid.ok()) return Fail(valid);
 
   // Signals are taken synchronously by sigwait below; block them before any
@@ -127,44 +166,11 @@ int Run(int argc, char** argv) {
   spdlog::info("thinsnapd {} starting: root_dir={} socket={} pool={}", THINSNAP_VERSION,
                config.root_dir, config.socket, config.pool_name);
 
-  if (Status made = MakeRootDir(config.root_dir); !made.ok()) return Fail(made);
-  Result<int> lock_fd = LockRootDir(config.root_dir);
-  if (!lock_fd.ok()) return Fail(lock_fd.status());
-
-  Result<std::unique_ptr<Store>> store = Store::Open(config.root_dir + "/metadata.db");
-  if (!store.ok()) return Fail(store.status().Annotate("open metadata store"));
-  Result<std::unique_ptr<ThinPool>> pool = OpenDmPool(config.pool_name);
-  if (!pool.ok()) return Fail(pool.status().Annotate("open thin pool " + config.pool_name));
-  SnapshotterOptions options;
-  options.base_size_bytes = config.base_size_bytes;
-  options.async_remove = config.async_remove;
-  options.discard_unused_blocks = config.discard_unused_blocks;
-  options.max_snapshot_size_bytes = config.max_snapshot_size_bytes;
-  options.autoextend.threshold_percent = config.autoextend_threshold_percent;
-  options.autoextend.grow_percent = config.autoextend_percent;
-  options.autoextend.max_data_bytes = config.autoextend_max_size_bytes;
-  options.min_free_space_percent = config.min_free_space_percent;
-  Result<std::unique_ptr<Snapshotter>> snapshotter =
-      Snapshotter::Open(std::move(*store), std::move(*pool),
-                        MakeExtFilesystem(config.fs_type, config.fs_options), options);
-  if (!snapshotter.ok()) return Fail(snapshotter.status().Annotate("open snapshotter"));
-
-  SnapshotsService service(snapshotter->get());
-  Result<std::unique_ptr<Server>> server = Server::Start(config.socket, &service);
-  if (!server.ok()) {
-    (*snapshotter)->Close();
-    return Fail(server.status().Annotate("start server"));
-  }
-
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
-  spdlog::info("received {}, shutting down", strsignal(signal_number));
-  (*server)->Shutdown(kShutdownGrace);
-  (*snapshotter)->Close();
-  snapshotter->reset();  // closes the database
-  close(*lock_fd);
-  spdlog::info("thinsnapd stopped");
-  return 0;
+  Result<std::unique_ptr<RootDirClaim>> claim = RootDirClaim::Claim(config.root_dir);
+  if (!claim.ok()) return Fail(claim.status());
+  const int code = Serve(config, **claim, stop_signals);
+  if (code != 0) (*claim)->Abandon();  // a failed start leaves root_dir as it was
+  return code;
 }
 
 }  // namespace

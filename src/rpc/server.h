@@ -14,12 +14,14 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/server_interceptor.h>
 #include <sys/types.h>
 
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 
@@ -30,6 +32,10 @@ struct ServerOptions {
   // largest is an Update or Prepare carrying many labels. 4 MiB also matches
   // the client-side default of containerd's gRPC connection.
   int max_receive_message_bytes = 4 << 20;
+  // Observers of every call (e.g. Metrics::RpcInterceptorFactory). They run
+  // after the server's own interceptor, so they see the status the client
+  // gets.
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
 };
 
 class Server {

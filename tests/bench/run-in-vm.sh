@@ -3,13 +3,17 @@
 # through containerd's snapshots/proxy client (tests/bench/proxybench).
 # Needs root and device-mapper, i.e. the test VM:
 #
-#   tests/vm/run -- tests/bench/run-in-vm.sh BUILD_DIR [thinsnap|devmapper|both] [-- PROXYBENCH_ARGS...]
+#   tests/vm/run -- tests/bench/run-in-vm.sh BUILD_DIR [thinsnap|devmapper|both|metrics] [-- PROXYBENCH_ARGS...]
 #
 # thinsnap (default): a loop pool made with `thinsnapctl pool create --loop`,
 # thinsnapd on it (root dir and socket in the guest's /tmp), the bench, then
 # a clean daemon exit and pool teardown. devmapper: the same bench against
 # containerd's own devmapper snapshotter, served in-process by proxybench on a
 # pool of its own. both: one after the other, for a side-by-side reading.
+# metrics: the overhead of metrics_address: two thinsnapds on two identical
+# pools, one without metrics and one serving /metrics (scraped every second
+# meanwhile, as a busy Prometheus would), and single Prepares interleaved
+# between them (proxybench -ab-socket); their p50s are printed side by side.
 #
 # The figures are printed, never judged; the script fails only if an
 # operation, the daemon's exit or the teardown fails.
@@ -23,7 +27,7 @@ fail() {
   exit 1
 }
 
-[ $# -ge 1 ] || fail "usage: $0 BUILD_DIR [thinsnap|devmapper|both] [-- PROXYBENCH_ARGS...]"
+[ $# -ge 1 ] || fail "usage: $0 BUILD_DIR [thinsnap|devmapper|both|metrics] [-- PROXYBENCH_ARGS...]"
 build=$(readlink -f "$1")
 shift
 mode=thinsnap
@@ -33,7 +37,7 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then
 fi
 [ $# -gt 0 ] && [ "$1" = "--" ] && shift
 bench_args=("$@")
-case "$mode" in thinsnap | devmapper | both) ;; *) fail "unknown mode $mode" ;; esac
+case "$mode" in thinsnap | devmapper | both | metrics) ;; *) fail "unknown mode $mode" ;; esac
 [ "$(id -u)" -eq 0 ] || fail "must run as root with device-mapper (tests/vm/run -- $0 ...)"
 
 ctl=$build/tools/thinsnapctl
@@ -46,6 +50,7 @@ done
 
 work=$(mktemp -d /tmp/thinsnap-bench.XXXXXX)
 daemon_pid=
+extra_pids=()  # the metrics mode's second daemon and scrape loop
 pools=()
 cleanup() {
   local rc=$?
@@ -55,6 +60,11 @@ cleanup() {
     wait "$daemon_pid" 2>/dev/null
     tail -n 40 "$work/thinsnapd.log"
   fi
+  local pid
+  for pid in "${extra_pids[@]}"; do
+    kill -TERM "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+  done
   local dir
   for dir in "${pools[@]}"; do
     [ -n "$dir" ] || continue
@@ -81,20 +91,29 @@ pool_destroy() {
   pools=("${pools[@]/$dir/}")
 }
 
+# daemon_start NAME POOL [THINSNAPD_ARGS...]: thinsnapd with root, socket and log in $work/NAME*;
+# returns once the socket exists, with the daemon's pid in $started_pid.
+daemon_start() {
+  local name=$1 pool=$2
+  shift 2
+  "$thinsnapd" --root "$work/$name-root" --socket "$work/$name.sock" --pool "$pool" \
+    --log-level warn "$@" >"$work/$name.log" 2>&1 &
+  local pid=$! _
+  for _ in $(seq 600); do
+    [ -S "$work/$name.sock" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/$name.log" >&2; fail "thinsnapd $name exited"; }
+    sleep 0.1
+  done
+  [ -S "$work/$name.sock" ] || fail "thinsnapd $name did not create its socket within 60 s"
+  log "thinsnapd $name pid $pid ready"
+  started_pid=$pid
+}
+
 run_thinsnap() {
   local name=bench-ts-$$
   pool_create "$work/ts-pool" "$name"
-  "$thinsnapd" --root "$work/ts-root" --socket "$work/thinsnapd.sock" --pool "$name" \
-    --log-level warn >"$work/thinsnapd.log" 2>&1 &
-  daemon_pid=$!
-  local _
-  for _ in $(seq 600); do
-    [ -S "$work/thinsnapd.sock" ] && break
-    kill -0 "$daemon_pid" 2>/dev/null || { cat "$work/thinsnapd.log" >&2; fail "thinsnapd exited"; }
-    sleep 0.1
-  done
-  [ -S "$work/thinsnapd.sock" ] || fail "thinsnapd did not create its socket within 60 s"
-  log "thinsnapd pid $daemon_pid ready"
+  daemon_start thinsnapd "$name"
+  daemon_pid=$started_pid
   "$bench" -label thinsnap -socket "$work/thinsnapd.sock" "${bench_args[@]}" ||
     fail "proxybench against thinsnapd"
   local pid=$daemon_pid rc=0
@@ -108,6 +127,43 @@ run_thinsnap() {
   fi
   # Nothing may be left active once thinsnapd has exited cleanly.
   pool_destroy "$work/ts-pool"
+}
+
+run_metrics() {
+  local off=bench-off-$$ on=bench-on-$$ address=127.0.0.1:9501
+  ip link set lo up
+  pool_create "$work/off-pool" "$off"
+  pool_create "$work/on-pool" "$on"
+  daemon_start thinsnapd "$off"
+  daemon_pid=$started_pid
+  daemon_start metrics-on "$on" --metrics-address "$address"
+  local on_pid=$started_pid
+  extra_pids+=("$on_pid")
+  curl -sf "http://$address/metrics" >"$work/scrape.txt" || fail "GET http://$address/metrics"
+  log "metrics-on serves $(grep -vc '^#' "$work/scrape.txt") samples on $address"
+  # Scraped every second during the bench.
+  (while sleep 1; do curl -sf -o /dev/null "http://$address/metrics" || exit 1; done) &
+  local scraper=$!
+  extra_pids+=("$scraper")
+  "$bench" -socket "$work/thinsnapd.sock" -ab-socket "$work/metrics-on.sock" \
+    -ab-labels metrics-off,metrics-on "${bench_args[@]}" || fail "proxybench -ab-socket"
+  kill -0 "$scraper" || fail "a scrape of $address failed during the bench"
+  local scrapes
+  scrapes=$(curl -sf "http://$address/metrics" | awk '$1 == "exposer_scrapes_total" {print $2}')
+  log "metrics-on was scraped $scrapes times"
+  local pid rc
+  for pid in "$daemon_pid" "$on_pid"; do
+    kill -TERM "$pid"
+    rc=0
+    wait "$pid" || rc=$?
+    [ "$rc" -eq 0 ] || fail "thinsnapd $pid exited with $rc"
+  done
+  daemon_pid=
+  kill "$scraper"
+  wait "$scraper" 2>/dev/null || true
+  extra_pids=()
+  pool_destroy "$work/off-pool"
+  pool_destroy "$work/on-pool"
 }
 
 run_devmapper() {
@@ -127,5 +183,6 @@ case "$mode" in
     run_thinsnap
     run_devmapper
     ;;
+  metrics) run_metrics ;;
 esac
 log "bench: done"

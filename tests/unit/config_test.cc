@@ -143,6 +143,22 @@ TEST_F(ConfigTest, BadValuesNameKeyAndLine) {
   ExpectKeyError("log_level = \"verbose\"\n", "log_level", 1);
 }
 
+TEST_F(ConfigTest, MetricsAddressIsOffByDefaultAndValidated) {
+  Result<Config> defaults = Load("pool_name = \"p\"\n");
+  ASSERT_TRUE(defaults.ok()) << defaults.status().ToString();
+  EXPECT_EQ(defaults->metrics_address, "");
+  Result<Config> set = Load("metrics_address = \"127.0.0.1:9500\"\n");
+  ASSERT_TRUE(set.ok()) << set.status().ToString();
+  EXPECT_EQ(set->metrics_address, "127.0.0.1:9500");
+  Result<Config> off = Load("metrics_address = \"\"\n");
+  ASSERT_TRUE(off.ok()) << off.status().ToString();
+  EXPECT_EQ(off->metrics_address, "");
+  ExpectKeyError("pool_name = \"p\"\nmetrics_address = \"unix:/run/thinsnap/metrics.sock\"\n",
+                 "metrics_address", 2);
+  ExpectKeyError("metrics_address = \"localhost:9500\"\n", "metrics_address", 1);
+  ExpectKeyError("metrics_address = 9500\n", "metrics_address", 1);
+}
+
 TEST(ParseSizeTest, AcceptsEveryUnit) {
   EXPECT_EQ(*ParseSize("512"), 512u);
   EXPECT_EQ(*ParseSize("1024B"), 1024u);

@@ -48,7 +48,7 @@ expect_error() {
 }
 
 "$ctl_bin" pool create --loop --dir "$work/pool" --name $pool --data-size 1G --meta-size 32M >/dev/null
-expect_error UNAVAILABLE ls
+expect_error Unavailable ls
 
 "$daemon" --root "$work/root" --socket "$socket" --pool $pool >"$work/thinsnapd.log" 2>&1 &
 daemon_pid=$!
@@ -109,11 +109,11 @@ ctl usage --json | jq -e '(.snapshots | length) == 3 and .total_size == (.snapsh
   fail "usage --json: $(ctl usage --json)"
 ok "usage of one and of all (JSON totals add up)"
 
-expect_error NOT_FOUND info nosuch
-expect_error NOT_FOUND mounts nosuch
-expect_error NOT_FOUND prepare x nosuchparent
-expect_error ALREADY_EXISTS prepare b c1
-expect_error FAILED_PRECONDITION rm c1
+expect_error NotFound info nosuch
+expect_error NotFound mounts nosuch
+expect_error NotFound prepare x nosuchparent
+expect_error AlreadyExists prepare b c1
+expect_error FailedPrecondition rm c1
 if ctl prepare y --label novalue 2>"$work.err"; then fail "label without '=' accepted"; fi
 grep -q "not KEY=VALUE" "$work.err" || fail "label error: $(cat "$work.err")"
 ok "bad label refused: $(cat "$work.err")"

@@ -215,7 +215,7 @@ int CheckCommands::Run() const {
   // Opening a missing database would create one; a wrong --root is a usage error.
   std::error_code ec;
   if (!std::filesystem::is_regular_file(root_ + "/metadata.db", ec)) {
-    std::cerr << "thinsnapctl " << command << ": no thinsnap metadata at " << root_
+    std::cerr << "thinsnapctl: NotFound: " << command << ": no thinsnap metadata at " << root_
               << "/metadata.db\n";
     return kExitUsage;
   }
@@ -226,7 +226,7 @@ int CheckCommands::Run() const {
   if (repair) {
     auto taken = RootLock::Take(root_);
     if (!taken.ok()) {
-      std::cerr << "thinsnapctl " << command << ": " << taken.status().ToString() << "\n";
+      std::cerr << "thinsnapctl: " << taken.status().Annotate(command).ToString() << "\n";
       return kExitProblems;
     }
     lock.emplace(std::move(*taken));
@@ -236,7 +236,7 @@ int CheckCommands::Run() const {
   Status st = Reconcile(root_, pool_, repair, /*drop_lost=*/check_->parsed(), !no_discard_, &out);
   if (!st.ok()) {
     out.errors.push_back(st.ToString());
-    std::cerr << "thinsnapctl " << command << ": " << st.ToString() << "\n";
+    std::cerr << "thinsnapctl: " << st.Annotate(command).ToString() << "\n";
   }
   if (json_) {
     PrintJsonOutcome(command, root_, pool_, repair, out);

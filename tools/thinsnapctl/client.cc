@@ -9,6 +9,7 @@
 #include <iostream>
 #include <memory>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
@@ -21,50 +22,61 @@ namespace {
 namespace pb = containerd::services::snapshots::v1;
 using google::protobuf::util::TimeUtil;
 
+// Spelt as thinsnap's own Status codes (base/status.h), so that every error
+// line reads `thinsnapctl: <Code>: <message>` with one spelling.
 const char* GrpcCodeName(grpc::StatusCode code) {
   switch (code) {
     case grpc::StatusCode::OK:
       return "OK";
     case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
+      return "Cancelled";
     case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
+      return "Unknown";
     case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
+      return "InvalidArgument";
     case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
+      return "DeadlineExceeded";
     case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
+      return "NotFound";
     case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
+      return "AlreadyExists";
     case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
+      return "PermissionDenied";
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
+      return "ResourceExhausted";
     case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
+      return "FailedPrecondition";
     case grpc::StatusCode::ABORTED:
-      return "ABORTED";
+      return "Aborted";
     case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
+      return "OutOfRange";
     case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
+      return "Unimplemented";
     case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
+      return "Internal";
     case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
+      return "Unavailable";
     case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
+      return "DataLoss";
     case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
+      return "Unauthenticated";
     default:
-      return "UNKNOWN";
+      return "Unknown";
   }
 }
 
 int Fail(const grpc::Status& status) {
-  std::cerr << "thinsnapctl: " << GrpcCodeName(status.error_code()) << ": "
-            << status.error_message() << "\n";
+  std::string message = status.error_message();
+  // gRPC reports a refused connection as "failed to connect to all addresses;
+  // last error: UNKNOWN: unix:<path>: <errno text>", a second code spelt
+  // another way. Say what failed and what to check instead.
+  const size_t address = message.find("unix:");
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE &&
+      message.rfind("failed to connect to all addresses", 0) == 0 && address != std::string::npos) {
+    message = "cannot reach thinsnapd at " + message.substr(address) +
+              " (is it running? --socket or $THINSNAP_SOCKET names its socket)";
+  }
+  std::cerr << "thinsnapctl: " << GrpcCodeName(status.error_code()) << ": " << message << "\n";
   return 1;
 }
 
@@ -303,7 +315,7 @@ int Usage(const ClientOptions& opts, const std::optional<std::string>& key) {
     std::cout << k << std::string(width - k.size() + 2, ' ') << size
               << std::string(size.size() < 14 ? 14 - size.size() : 1, ' ') << inodes << "\n";
   };
-  row("KEY", "SIZE", "INODES");
+  row("KEY", "BYTES", "INODES");  // usage in bytes, as containerd reports it
   for (const Row& r : rows) row(r.key, std::to_string(r.size), std::to_string(r.inodes));
   if (!key) row("TOTAL", std::to_string(total_size), std::to_string(total_inodes));
   return 0;

@@ -210,10 +210,10 @@ int Main(int argc, char** argv) {
   ls->add_flag("--json", client.json, "print JSON");
   CLI::App* tree = app.add_subcommand("tree", "show snapshots as a parent/child tree");
   CLI::App* info = app.add_subcommand("info", "show one snapshot");
-  info->add_option("KEY", key)->required();
+  info->add_option("KEY", key, "snapshot key")->required();
   info->add_flag("--json", client.json, "print JSON");
   CLI::App* usage = app.add_subcommand("usage", "disk usage of one or all snapshots");
-  usage->add_option("KEY", usage_key);
+  usage->add_option("KEY", usage_key, "snapshot key (default: every snapshot)");
   usage->add_flag("--json", client.json, "print JSON");
   bool usage_exact = false;
   std::string usage_root, usage_pool;
@@ -228,30 +228,33 @@ int Main(int argc, char** argv) {
     }
   });
   CLI::App* prepare = app.add_subcommand("prepare", "create an active snapshot; prints mounts");
-  prepare->add_option("KEY", key)->required();
-  prepare->add_option("PARENT", parent);
+  prepare->add_option("KEY", key, "key of the new snapshot")->required();
+  prepare->add_option("PARENT", parent, "committed snapshot to start from (default: empty)");
   CLI::App* view = app.add_subcommand("view", "create a read-only view; prints mounts");
-  view->add_option("KEY", key)->required();
-  view->add_option("PARENT", parent);
+  view->add_option("KEY", key, "key of the new view")->required();
+  view->add_option("PARENT", parent, "committed snapshot to show (default: empty)");
   CLI::App* commit = app.add_subcommand("commit", "commit active snapshot KEY as NAME");
-  commit->add_option("NAME", name)->required();
-  commit->add_option("KEY", key)->required();
+  commit->add_option("NAME", name, "name of the committed snapshot")->required();
+  commit->add_option("KEY", key, "active snapshot to commit")->required();
   for (CLI::App* cmd : {prepare, view, commit}) {
     cmd->add_option("--label", label_items, "KEY=VALUE label (repeatable)");
   }
   for (CLI::App* cmd : {prepare, view}) cmd->add_flag("--json", client.json, "print JSON");
   CLI::App* mounts = app.add_subcommand("mounts", "print the mounts of a snapshot");
-  mounts->add_option("KEY", key)->required();
+  mounts->add_option("KEY", key, "snapshot key")->required();
   mounts->add_flag("--json", client.json, "print JSON");
   CLI::App* rm = app.add_subcommand("rm", "remove a snapshot");
-  rm->add_option("KEY", key)->required();
+  rm->add_option("KEY", key, "snapshot key (committed snapshots by their NAME)")->required();
   CLI::App* cleanup = app.add_subcommand("cleanup", "ask the daemon to reclaim space");
   CheckCommands check(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;  // usage errors
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    // Usage errors read like every other error: `thinsnapctl: <Code>: ...`.
+    std::cerr << "thinsnapctl: InvalidArgument: " << e.what() << " (see --help)\n";
+    return 2;
   }
   client.timeout = std::chrono::seconds(timeout_s);
 

@@ -15,6 +15,8 @@
 //	proxybench -socket /tmp/thinsnap.sock            # a running thinsnapd
 //	proxybench -devmapper-pool P -devmapper-root D   # containerd's devmapper
 //	                                                 # snapshotter, served in-process
+//	proxybench -socket A -ab-socket B                # single root Prepares on A and B,
+//	                                                 # interleaved: p50 of each, side by side
 package main
 
 import (
@@ -25,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +51,9 @@ var (
 	dmPool       = flag.String("devmapper-pool", "", "bench containerd's devmapper snapshotter on this thin-pool instead")
 	dmRoot       = flag.String("devmapper-root", "", "devmapper snapshotter root directory")
 	dmBaseSize   = flag.String("devmapper-base-size", "1GB", "devmapper base_image_size")
+	abSocket     = flag.String("ab-socket", "", "instead of the usual figures, compare single root Prepares on -socket and on this socket, interleaved")
+	abLabels     = flag.String("ab-labels", "a,b", "names of -socket and -ab-socket in the comparison")
+	abSamples    = flag.Int("ab-samples", 200, "Prepares per snapshotter in the comparison")
 	dmServerSock = flag.String("devmapper-socket", "", "socket to serve the devmapper snapshotter on (default: in -devmapper-root)")
 )
 
@@ -231,6 +237,50 @@ func (b *bench) concurrency(what, parent string) {
 		float64(m)/float64(o))
 }
 
+// compareAB times single root Prepares (each removed untimed) on two
+// snapshotters, alternating A,B then B,A so that both see the same machine
+// load and neither always goes first, and prints their medians side by side.
+func compareAB(ctx context.Context) {
+	labels := strings.SplitN(*abLabels, ",", 2)
+	if len(labels) != 2 {
+		fatalf("-ab-labels wants two names separated by a comma")
+	}
+	var benches [2]*bench
+	for i, socket := range []string{*socketPath, *abSocket} {
+		sn, conn := dial(socket)
+		defer conn.Close()
+		benches[i] = &bench{sn: sn, ctx: ctx, run: fmt.Sprintf("proxybench-ab%d-%d-%d", i, os.Getpid(), time.Now().UnixNano())}
+	}
+	var samples [2][]time.Duration
+	for i := 0; i < *warmup+*abSamples; i++ {
+		for j := 0; j < 2; j++ {
+			which := (i + j) % 2
+			wall := benches[which].prepares(1, "")
+			if i >= *warmup {
+				samples[which] = append(samples[which], wall)
+			}
+		}
+	}
+	fmt.Printf("== single root Prepare, %d samples each (after %d warm-up), interleaved ==\n", *abSamples, *warmup)
+	for i := range samples {
+		st := newStats(samples[i])
+		fmt.Printf("%-12s p50 %s  p90 %s  min %s\n", labels[i], ms(st.pct(50)), ms(st.pct(90)), ms(st.pct(0)))
+	}
+	a, b := newStats(samples[0]).pct(50), newStats(samples[1]).pct(50)
+	fmt.Printf("Prepare p50: %s %s vs %s %s: %+.1f%% (target: within 2%%)\n", labels[0], ms(a), labels[1], ms(b),
+		100*(float64(b)-float64(a))/float64(a))
+	// Sample i of A and of B ran back to back, so their difference cancels
+	// the machine's drift; its median is the steadier reading of the cost.
+	diffs := make([]float64, len(samples[0]))
+	for i := range diffs {
+		diffs[i] = float64(samples[1][i] - samples[0][i])
+	}
+	sort.Float64s(diffs)
+	d := diffs[len(diffs)/2]
+	fmt.Printf("paired: median of (%s - %s) over %d back-to-back pairs: %+.2f ms = %+.1f%% of %s's p50\n",
+		labels[1], labels[0], len(diffs), d/1e6, 100*d/float64(a), labels[0])
+}
+
 func main() {
 	flag.Parse()
 	ctx := namespaces.WithNamespace(context.Background(), "proxybench")
@@ -241,6 +291,10 @@ func main() {
 		socket = sock
 	} else if socket == "" {
 		fatalf("-socket or -devmapper-pool is required")
+	}
+	if *abSocket != "" {
+		compareAB(ctx)
+		return
 	}
 	sn, conn := dial(socket)
 	defer conn.Close()

@@ -176,11 +176,11 @@ run_point() {
     rm)
       local err
       if err=$(ctl rm "$key" 2>&1); then fail "$label: $key still removable after the crash"; fi
-      grep -q NOT_FOUND <<<"$err" || fail "$label: rm again: $err"
+      grep -q NotFound <<<"$err" || fail "$label: rm again: $err"
       ctl prepare "$key" c2 >/dev/null || fail "$label: prepare $key again"
       KIND[$key]=active
       write_content "$key" "$key"
-      retried="rm (NOT_FOUND), prepare+rm $key"
+      retried="rm (NotFound), prepare+rm $key"
       ;;
   esac
   # The full verification runs after the next crash; here the retried snapshot must hold its data.
