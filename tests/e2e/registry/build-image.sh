@@ -12,16 +12,18 @@
 #
 # Results are cached in CACHE_DIR (the guest sees the host root read-only):
 #   debootstrap-bookworm-minbase-v1/    the debootstrap tree (downloaded once)
-#   image-v$version/oci/                OCI layout, tag "test"
-#   image-v$version/expected.manifest   treecmp manifest of the unpacked image
-#   image-v$version/run.expected        what /opt/thinsnap/bin/hello prints
-# Bump `version` whenever the layers below change. Needs root (debootstrap,
+#   image-vN/oci/                OCI layout, tag "test"
+#   image-vN/expected.manifest   treecmp manifest of the unpacked image
+#   image-vN/run.expected        what /opt/thinsnap/bin/hello prints
+# N is image_version in image.env: bump it whenever the layers below change. Needs root (debootstrap,
 # chown, mknod-free tar of root-owned files), umoci and network for apt.
 set -euo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C
 
-version=2
+here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+# shellcheck source=tests/e2e/registry/image.env
+source "$here/image.env"
 suite=bookworm
 mirror=http://deb.debian.org/debian
 
@@ -48,7 +50,7 @@ mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
 
-image=$cache/image-v$version
+image=$(image_dir "$cache")
 if [ -e "$image.done" ]; then
   log "cached: $image"
   exit 0

@@ -5,7 +5,7 @@
 # proxy snapshotter. Everything writable lives in $WORK (guest tmpfs).
 #
 #   registry_start                  # serves http://127.0.0.1:5000, storage in $WORK/registry
-#   registry_push IMAGE_DIR NAME    # oci:IMAGE_DIR/oci:test -> 127.0.0.1:5000/NAME:test, sets REF
+#   registry_push SOURCE NAME       # skopeo SOURCE (oci:DIR:TAG, oci-archive:FILE) -> 127.0.0.1:5000/NAME:test, sets REF
 #   containerd_start [TOML...]      # extra config appended; ctr_ talks to it
 #   containerd_stop
 #   top_layer_chain SNAPSHOTTER     # the committed snapshot no other snapshot has as parent
@@ -54,12 +54,11 @@ EOF
 }
 
 registry_push() {
-  local image=$1 name=$2
-  [ -f "$image/oci/index.json" ] || tb_fail "$image/oci is not an OCI layout (build-image.sh did not run?)"
+  local source=$1 name=$2
   REF=$REGISTRY_ADDR/$name:test
-  # skopeo writes only its temporary blobs (TMPDIR, tmpfs); the layout is read-only here.
+  # skopeo writes only its temporary blobs (TMPDIR, tmpfs); the source may be read-only.
   skopeo --policy /etc/containers/policy.json copy --quiet --dest-tls-verify=false \
-    "oci:$image/oci:test" "docker://$REF" || tb_fail "skopeo copy to $REF"
+    "$source" "docker://$REF" || tb_fail "skopeo copy $source to $REF"
   tb_log "pushed $REF ($(du -sm "$WORK/registry" | cut -f1) MiB in the registry)"
 }
 

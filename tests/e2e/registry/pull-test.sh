@@ -8,7 +8,8 @@
 # owner, link count and hard-link group, symlink target and the sha256 of
 # every file. Needs root and device-mapper, i.e. the test VM:
 #
-#   tests/vm/run --mem 3072 -- tests/e2e/registry/pull-test.sh BUILD_DIR IMAGE_DIR
+#   tests/e2e/registry/build-image.sh BUILD_DIR/tests/e2e/registry/treecmp CACHE_DIR  # on the host
+#   tests/vm/run --mem 3072 -- tests/e2e/registry/pull-test.sh BUILD_DIR CACHE_DIR
 #
 # Then the image is removed and containerd's GC must leave thinsnapd empty;
 # thinsnapd must exit cleanly and the pool pass thin_check with only the base
@@ -21,15 +22,19 @@ source "$here/../testbed.sh"
 # shellcheck source=tests/e2e/registry/lib.sh
 source "$here/lib.sh"
 
-[ $# -eq 2 ] || tb_fail "usage: $0 BUILD_DIR IMAGE_DIR"
+# shellcheck source=tests/e2e/registry/image.env
+source "$here/image.env"
+
+[ $# -eq 2 ] || tb_fail "usage: $0 BUILD_DIR IMAGE_CACHE_DIR"
 testbed_init registry "$1"
-image=$(readlink -f "$2")
+image=$(image_dir "$(readlink -f "$2")")
 treecmp=$BUILD/tests/e2e/registry/treecmp
 e2etool=$BUILD/tests/e2e/e2etool
 for bin in "$treecmp" "$e2etool"; do
   [ -x "$bin" ] || tb_fail "$bin not built (targets treecmp_bin e2etool_bin)"
 done
-[ -s "$image/expected.manifest" ] || tb_fail "$image/expected.manifest missing (build-image.sh)"
+[ -s "$image/expected.manifest" ] && [ -f "$image/oci/index.json" ] ||
+  tb_fail "no image in $image (tests/e2e/registry/build-image.sh makes it on the host)"
 registry_require_tools
 
 mnt=
@@ -49,7 +54,7 @@ step() { tb_log "[$(($(date +%s) - start))s] $*"; }
 pool_create 8G 256M
 daemon_start
 registry_start
-registry_push "$image" thinsnap/debian
+registry_push "oci:$image/oci:test" thinsnap/debian
 containerd_start
 
 step "ctr images pull --plain-http --snapshotter thinsnap $REF"
