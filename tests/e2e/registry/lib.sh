@@ -119,8 +119,8 @@ registry_containerd_cleanup() {
     tail -n 60 "$WORK/containerd.log"
   fi
   if [ -n "$REGISTRY_PID" ]; then
-    kill -TERM "$REGISTRY_PID" 2>/dev/null
-    wait "$REGISTRY_PID" 2>/dev/null
+    kill -TERM "$REGISTRY_PID" 2>/dev/null || true
+    wait "$REGISTRY_PID" 2>/dev/null || true # 143: it ends by our SIGTERM
     REGISTRY_PID=
   fi
 }
