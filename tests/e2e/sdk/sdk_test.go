@@ -78,7 +78,8 @@ func TestSDKEndToEnd(t *testing.T) {
 	const id = "sdk-c1"
 	const snapKey = "sdk-c1-rootfs"
 	size := strconv.FormatInt(*maxSize, 10)
-	script := fmt.Sprintf("df -k / && df -h / && echo FILE: $(cat %s)", *readFile)
+	// -P: one line per filesystem (busybox wraps long device names otherwise).
+	script := fmt.Sprintf("df -P -k / && df -P -h / && echo FILE: $(cat %s)", *readFile)
 	container, err := client.NewContainer(ctx, id,
 		containerd.WithImage(image),
 		containerd.WithSnapshotter(snapshotter),
@@ -189,12 +190,12 @@ func countSnapshots(ctx context.Context, t *testing.T, client *containerd.Client
 	return n
 }
 
-// dfTotalBytes reads the size of / from `df -k /` output ("Filesystem
-// 1K-blocks Used Available Use% Mounted on", then the filesystem's line).
+// dfTotalBytes reads the size of / from `df -P -k /` output ("Filesystem
+// 1024-blocks Used Available Capacity Mounted on", then the filesystem's line).
 func dfTotalBytes(out string) (int64, string, error) {
 	lines := strings.Split(out, "\n")
 	for i, l := range lines {
-		if !strings.Contains(l, "1K-blocks") || i+1 >= len(lines) {
+		if !strings.Contains(l, "1024-blocks") || i+1 >= len(lines) {
 			continue
 		}
 		f := strings.Fields(lines[i+1])
@@ -207,5 +208,5 @@ func dfTotalBytes(out string) (int64, string, error) {
 		}
 		return kb * 1024, lines[i+1], nil
 	}
-	return 0, "", fmt.Errorf("no `df -k` header in %q", out)
+	return 0, "", fmt.Errorf("no `df -P -k` header in %q", out)
 }
