@@ -11,12 +11,15 @@
 #   tests/e2e/registry/build-image.sh TREECMP CACHE_DIR
 #
 # Results are cached in CACHE_DIR (the guest sees the host root read-only):
-#   debootstrap-bookworm-minbase-v1/    the debootstrap tree (downloaded once)
-#   image-vN/oci/                OCI layout, tag "test"
-#   image-vN/expected.manifest   treecmp manifest of the unpacked image
-#   image-vN/run.expected        what /opt/thinsnap/bin/hello prints
-# N is image_version in image.env: bump it whenever the layers below change. Needs root (debootstrap,
-# chown, mknod-free tar of root-owned files), umoci and network for apt.
+#   debootstrap-bookworm-minbase-v1/  the debootstrap tree (downloaded once)
+#   image-vN/oci/                     OCI layout, tag "test"
+#   image-vN/expected.manifest        treecmp manifest of the unpacked image
+#   image-vN/run.expected             what /opt/thinsnap/bin/hello prints
+# N is image_version in image.env: bump it whenever the layers below change.
+# Needs root (debootstrap; layer trees with root-owned and foreign-owned
+# files), umoci, and network access to deb.debian.org for the first build.
+# The OCI layout was checked once against `umoci unpack`, an independent
+# unpacker: its tree matched expected.manifest path for path.
 set -euo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C
@@ -193,6 +196,7 @@ umoci gc --layout "$work/oci"
 
 "$treecmp" manifest "$want" >"$work/expected.manifest"
 {
+  # shellcheck disable=SC1091 # the image's own os-release
   echo "hello from layer 3 on $(. "$want/etc/os-release" && echo "$PRETTY_NAME")"
   echo "$(sha256sum <"$want/opt/thinsnap/large.bin" | cut -d' ' -f1)  /opt/thinsnap/large.bin"
   cat "$want/opt/thinsnap/replaced"

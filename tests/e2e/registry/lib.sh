@@ -62,6 +62,7 @@ registry_push() {
   tb_log "pushed $REF ($(du -sm "$WORK/registry" | cut -f1) MiB in the registry)"
 }
 
+# shellcheck disable=SC2120 # callers pass extra TOML or nothing
 containerd_start() {
   mkdir -p "$WORK/containerd"
   CD_SOCK=$WORK/containerd/containerd.sock

@@ -33,8 +33,9 @@ e2etool=$BUILD/tests/e2e/e2etool
 for bin in "$treecmp" "$e2etool"; do
   [ -x "$bin" ] || tb_fail "$bin not built (targets treecmp_bin e2etool_bin)"
 done
-[ -s "$image/expected.manifest" ] && [ -f "$image/oci/index.json" ] ||
+if [ ! -s "$image/expected.manifest" ] || [ ! -f "$image/oci/index.json" ]; then
   tb_fail "no image in $image (tests/e2e/registry/build-image.sh makes it on the host)"
+fi
 registry_require_tools
 
 mnt=
@@ -55,7 +56,7 @@ pool_create 8G 256M
 daemon_start
 registry_start
 registry_push "oci:$image/oci:test" thinsnap/debian
-containerd_start
+containerd_start # no extra configuration
 
 step "ctr images pull --plain-http --snapshotter thinsnap $REF"
 t0=$(date +%s%N)
@@ -85,7 +86,9 @@ mkdir -p "$mnt"
 # (no process substitution: the guest has no /dev/fd)
 read -r -a m <<<"$(ctr_ snapshots --snapshotter thinsnap view --target "$mnt" verify-view "$top")"
 # "mount -t TYPE SOURCE TARGET -o OPTIONS", one line: thinsnap hands out one ext4 block device.
-[ "${m[0]}" = mount ] && [ "${m[1]}" = -t ] && [ "${m[4]}" = "$mnt" ] || tb_fail "unexpected mount line: ${m[*]}"
+if [ "${m[0]}" != mount ] || [ "${m[1]}" != -t ] || [ "${m[4]}" != "$mnt" ]; then
+  tb_fail "unexpected mount line: ${m[*]}"
+fi
 [ -b "${m[3]}" ] || tb_fail "view mount source ${m[3]} is not a block device"
 mount -t "${m[2]}" -o "ro${m[6]:+,${m[6]}}" "${m[3]}" "$mnt"
 cmp_rc=0

@@ -48,7 +48,7 @@ daemon_start
 registry_start
 "$e2etool" mkimage -o "$WORK/image.tar" -busybox /bin/busybox -ref thinsnap.test/sdk:test
 registry_push "oci-archive:$WORK/image.tar" thinsnap/busybox
-containerd_start
+containerd_start # no extra configuration
 
 step "Go client SDK against containerd: $REF"
 rc=0
