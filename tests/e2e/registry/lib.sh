@@ -9,7 +9,7 @@
 #   containerd_start [TOML...]      # extra config appended; ctr_ talks to it
 #   containerd_stop
 #   top_layer_chain SNAPSHOTTER     # the committed snapshot no other snapshot has as parent
-# The caller's EXIT trap must call registry_containerd_cleanup before testbed_cleanup.
+# The caller's EXIT trap must call registry_containerd_cleanup "$rc" before testbed_cleanup.
 
 REGISTRY_ADDR=127.0.0.1:5000
 REGISTRY_PID=
@@ -112,12 +112,16 @@ top_layer_chain() {
          END { for (k in key) if (!(k in parent)) print k }'
 }
 
-# containerd and the registry go before thinsnapd and the pool (testbed_cleanup).
+# registry_containerd_cleanup [STATUS]: containerd and the registry go before
+# thinsnapd and the pool (testbed_cleanup); with a non-zero STATUS (from an
+# EXIT trap) the tail of containerd's log is printed too.
 registry_containerd_cleanup() {
   if [ -n "$CONTAINERD_PID" ]; then
     containerd_stop
-    echo "--- containerd log (tail) ---"
-    tail -n 60 "$WORK/containerd.log"
+    if [ "${1:-0}" -ne 0 ]; then
+      echo "--- containerd log (tail) ---"
+      tail -n 60 "$WORK/containerd.log"
+    fi
   fi
   if [ -n "$REGISTRY_PID" ]; then
     kill -TERM "$REGISTRY_PID" 2>/dev/null || true

@@ -47,7 +47,7 @@ ovl_loop=
 on_exit() {
   local rc=$?
   set +e
-  registry_containerd_cleanup
+  registry_containerd_cleanup "$rc"
   if [ -n "$DAEMON_PID" ]; then
     kill -TERM "$DAEMON_PID"
     wait "$DAEMON_PID"

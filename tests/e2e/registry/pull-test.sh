@@ -43,7 +43,7 @@ on_exit() {
   local rc=$?
   set +e
   [ -n "$mnt" ] && umount "$mnt" 2>/dev/null
-  registry_containerd_cleanup
+  registry_containerd_cleanup "$rc"
   (exit "$rc")
   testbed_cleanup
 }

@@ -33,7 +33,7 @@ registry_require_tools
 on_exit() {
   local rc=$?
   set +e
-  registry_containerd_cleanup
+  registry_containerd_cleanup "$rc"
   (exit "$rc")
   testbed_cleanup
 }
