@@ -8,7 +8,6 @@
 #   registry_push SOURCE NAME       # skopeo SOURCE (oci:DIR:TAG, oci-archive:FILE) -> 127.0.0.1:5000/NAME:test, sets REF
 #   containerd_start [TOML...]      # extra config appended; ctr_ talks to it
 #   containerd_stop
-#   top_layer_chain SNAPSHOTTER     # the committed snapshot no other snapshot has as parent
 # The caller's EXIT trap must call registry_containerd_cleanup "$rc" before testbed_cleanup.
 
 REGISTRY_ADDR=127.0.0.1:5000
@@ -104,12 +103,6 @@ containerd_stop() {
   CONTAINERD_PID=
   kill -TERM "$pid"
   wait "$pid" || true # containerd exits non-zero on SIGTERM by design
-}
-
-top_layer_chain() {
-  ctr_ snapshots --snapshotter "$1" ls |
-    awk 'NR > 1 && $NF == "Committed" { key[$1] = 1; if (NF == 3) parent[$2] = 1 }
-         END { for (k in key) if (!(k in parent)) print k }'
 }
 
 # registry_containerd_cleanup [STATUS]: containerd and the registry go before
