@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "base/subprocess.h"
+#include "dm/block_device.h"
 #include "dm/device_mapper.h"
 #include "dm/thin.h"
 
@@ -87,6 +88,7 @@ class DmPool final : public ThinPool {
       : name_(std::move(name)), dev_(dev), block_bytes_(block_bytes) {}
 
   const std::string& name() const override { return name_; }
+  uint64_t block_bytes() const override { return block_bytes_; }
 
   Status CreateThin(ThinId id) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
@@ -174,47 +176,22 @@ class DmPool final : public ThinPool {
   }
 
   Result<std::vector<ThinId>> ListThinIds() override {
-    // The pool holds at most one metadata snapshot; these calls take turns.
-    std::lock_guard<std::mutex> snap_lock(meta_snap_mu_);
-    auto table = PoolTable();
-    if (!table.ok()) return table.status();
-    DevNode node;
-    THINSNAP_RETURN_IF_ERROR(node.Find(table->metadata_dev));
-    THINSNAP_RETURN_IF_ERROR(ReserveMetadataSnap());
-    RunOptions run_options;
-    run_options.timeout = kThinLsTimeout;
-    auto out = RunCommand({"thin_ls", "--metadata-snap", "--no-headers", "-o", "DEV", node.path()},
-                          run_options);
-    Status released;
-    {
-      std::lock_guard<std::mutex> lock(msg_mu_);
-      released = dm::SendReleaseMetadataSnap(name_);
-    }
-    if (!out.ok()) return out.status().Annotate("thin_ls");
-    if (out->exit_code != 0) {
-      return Status::Internal("thin_ls exited " + std::to_string(out->exit_code) + ": " + out->err);
-    }
-    if (!released.ok()) return released;
+    auto rows = ThinLs({"DEV"});
+    if (!rows.ok()) return rows.status();
     std::vector<ThinId> ids;
-    size_t pos = 0;
-    const std::string& text = out->out;
-    while (pos < text.size()) {
-      size_t end = text.find('\n', pos);
-      if (end == std::string::npos) end = text.size();
-      std::string_view line(text.data() + pos, end - pos);
-      pos = end + 1;
-      while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
-      while (!line.empty() && (line.back() == ' ' || line.back() == '\r')) line.remove_suffix(1);
-      if (line.empty()) continue;
-      ThinId id = 0;
-      auto r = std::from_chars(line.data(), line.data() + line.size(), id);
-      if (r.ec != std::errc() || r.ptr != line.data() + line.size() || id > kMaxThinId) {
-        return Status::Internal("unexpected thin_ls line: '" + std::string(line) + "'");
-      }
-      ids.push_back(id);
-    }
+    for (const auto& row : *rows) ids.push_back(static_cast<ThinId>(row[0]));
     std::sort(ids.begin(), ids.end());
     return ids;
+  }
+
+  Result<std::vector<ThinUsage>> ListUsage() override {
+    auto rows = ThinLs({"DEV", "MAPPED_BYTES", "EXCLUSIVE_BYTES"});
+    if (!rows.ok()) return rows.status();
+    std::vector<ThinUsage> usage;
+    for (const auto& row : *rows) usage.push_back({static_cast<ThinId>(row[0]), row[1], row[2]});
+    std::sort(usage.begin(), usage.end(),
+              [](const ThinUsage& a, const ThinUsage& b) { return a.id < b.id; });
+    return usage;
   }
 
   std::string DevicePath(ThinId id) const override { return dm::MapperPath(ThinName(id)); }
@@ -291,16 +268,37 @@ class DmPool final : public ThinPool {
   }
 
   Result<uint64_t> MappedBytes(ThinId id) override {
+    auto st = ThinStatusOf(id);
+    if (!st.ok()) return st.status();
+    return st->mapped_sectors * 512;
+  }
+
+  Status DiscardAll(ThinId id, uint64_t span_bytes) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
-    auto lines = dm::GetStatus(ThinName(id));
-    if (!lines.ok()) return lines.status();
-    if (lines->size() != 1) {
-      return Status::FailedPrecondition(ThinName(id) + " is not a single thin target");
+    const std::string name = ThinName(id);
+    auto info = dm::GetInfo(name);
+    if (!info.ok()) return info.status();
+    const bool temporary = !info->exists;
+    if (temporary) THINSNAP_RETURN_IF_ERROR(Activate(id, span_bytes, Access::kReadWrite));
+    Status st = DiscardMapped(id);
+    // The id is about to be deleted: no flush is owed to anyone.
+    if (temporary) {
+      Status removed = DeactivateForDelete(id);
+      if (st.ok()) st = removed;
     }
-    auto parsed = dm::ParseThinStatus(lines->front().ToString());
-    if (!parsed.ok()) return parsed.status();
-    if (parsed->failed) return Status::Internal(ThinName(id) + " reports Fail");
-    return parsed->mapped_sectors * 512;
+    return st;
+  }
+
+  Status DiscardUnused(ThinId id, const UnusedRangesFn& find_unused) override {
+    THINSNAP_RETURN_IF_ERROR(CheckId(id));
+    auto device = dm::ExclusiveDevice::Open(DevicePath(id));
+    if (!device.ok()) return device.status();
+    auto ranges = find_unused();
+    if (!ranges.ok()) return ranges.status();
+    std::vector<dm::ByteRange> spans;
+    spans.reserve(ranges->size());
+    for (const ByteRange& r : *ranges) spans.push_back({r.offset, r.length});
+    return device->Discard(spans);
   }
 
  private:
@@ -328,6 +326,91 @@ class DmPool final : public ThinPool {
   };
 
   std::string ThinName(ThinId id) const { return name_ + kThinInfix + std::to_string(id); }
+
+  Result<dm::ThinStatus> ThinStatusOf(ThinId id) {
+    THINSNAP_RETURN_IF_ERROR(CheckId(id));
+    auto lines = dm::GetStatus(ThinName(id));
+    if (!lines.ok()) return lines.status();
+    if (lines->size() != 1) {
+      return Status::FailedPrecondition(ThinName(id) + " is not a single thin target");
+    }
+    auto parsed = dm::ParseThinStatus(lines->front().ToString());
+    if (!parsed.ok()) return parsed.status();
+    if (parsed->failed) return Status::Internal(ThinName(id) + " reports Fail");
+    return parsed;
+  }
+
+  // Discards [0, highest mapped sector] of an active device. The kernel walks
+  // a discard block by block looking for mappings, so bounding it by the
+  // highest mapping keeps a sparse device's discard cheap.
+  Status DiscardMapped(ThinId id) {
+    auto st = ThinStatusOf(id);
+    if (!st.ok()) return st.status();
+    if (!st->highest_mapped_sector) return Status::Ok();  // nothing mapped
+    const uint64_t end_bytes = (*st->highest_mapped_sector + 1) * 512;
+    const uint64_t span = (end_bytes + block_bytes_ - 1) / block_bytes_ * block_bytes_;
+    auto device = dm::ExclusiveDevice::Open(DevicePath(id));
+    if (!device.ok()) return device.status();
+    return device->Discard({{0, span}});
+  }
+
+  // Runs thin_ls on a held metadata snapshot (exact, and safe while the pool
+  // is live) and returns its numeric columns, one row per thin id.
+  Result<std::vector<std::vector<uint64_t>>> ThinLs(const std::vector<std::string>& columns) {
+    // The pool holds at most one metadata snapshot; these calls take turns.
+    std::lock_guard<std::mutex> snap_lock(meta_snap_mu_);
+    auto table = PoolTable();
+    if (!table.ok()) return table.status();
+    DevNode node;
+    THINSNAP_RETURN_IF_ERROR(node.Find(table->metadata_dev));
+    THINSNAP_RETURN_IF_ERROR(ReserveMetadataSnap());
+    std::string fields;
+    for (const std::string& c : columns) fields += (fields.empty() ? "" : ",") + c;
+    RunOptions run_options;
+    run_options.timeout = kThinLsTimeout;
+    auto out = RunCommand({"thin_ls", "--metadata-snap", "--no-headers", "-o", fields, node.path()},
+                          run_options);
+    Status released;
+    {
+      std::lock_guard<std::mutex> lock(msg_mu_);
+      released = dm::SendReleaseMetadataSnap(name_);
+    }
+    if (!out.ok()) return out.status().Annotate("thin_ls");
+    if (out->exit_code != 0) {
+      return Status::Internal("thin_ls exited " + std::to_string(out->exit_code) + ": " + out->err);
+    }
+    if (!released.ok()) return released;
+    std::vector<std::vector<uint64_t>> rows;
+    size_t pos = 0;
+    const std::string& text = out->out;
+    while (pos < text.size()) {
+      size_t end = text.find('\n', pos);
+      if (end == std::string::npos) end = text.size();
+      std::string_view line(text.data() + pos, end - pos);
+      pos = end + 1;
+      std::vector<uint64_t> row;
+      for (;;) {
+        while (!line.empty() && (line.front() == ' ' || line.front() == '\r'))
+          line.remove_prefix(1);
+        if (line.empty()) break;
+        uint64_t v = 0;
+        auto r = std::from_chars(line.data(), line.data() + line.size(), v);
+        if (r.ec != std::errc() ||
+            (r.ptr != line.data() + line.size() && *r.ptr != ' ' && *r.ptr != '\r')) {
+          return Status::Internal("unexpected thin_ls line: '" + std::string(line) + "'");
+        }
+        row.push_back(v);
+        line.remove_prefix(static_cast<size_t>(r.ptr - line.data()));
+      }
+      if (row.empty()) continue;
+      if (row.size() != columns.size() || row[0] > kMaxThinId) {
+        return Status::Internal("unexpected thin_ls row of " + std::to_string(row.size()) +
+                                " fields");
+      }
+      rows.push_back(std::move(row));
+    }
+    return rows;
+  }
 
   Status SnapMessage(ThinId id, ThinId origin) {
     std::lock_guard<std::mutex> lock(msg_mu_);

@@ -2,6 +2,11 @@
 //
 // The snapshotter formats exactly one device per pool (the base device); every
 // root snapshot is a thin snapshot of it, so mkfs never runs per layer.
+//
+// Format assumes the device reads as zeros (a fresh thin device does): it
+// writes no inode tables or journal blocks and leaves the filesystem nothing
+// to initialise in the background, so a mounted snapshot that nobody writes
+// to costs no pool space.
 #pragma once
 
 #include <cstdint>
@@ -10,6 +15,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "byte_range.h"
 
 namespace thinsnap {
 
@@ -23,6 +29,13 @@ class Filesystem {
   virtual Status Format(const std::string& device) = 0;
   // Inodes in use, read from the superblock without mounting.
   virtual Result<int64_t> InodesUsed(const std::string& device) = 0;
+  // Ranges of the unmounted filesystem on `device` that hold nothing it
+  // needs: free blocks, and the journal's log area when the journal is empty
+  // (after a clean unmount). Ranges are shrunk to multiples of `align_bytes`
+  // (the pool's block: a thin device can only unmap whole blocks); what is
+  // left empty is dropped.
+  virtual Result<std::vector<ByteRange>> UnusedRanges(const std::string& device,
+                                                      uint64_t align_bytes) = 0;
 };
 
 // ext2/3/4 through mkfs.<type> (argv, never a shell) and libext2fs.

@@ -10,10 +10,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
+#include "byte_range.h"
 
 namespace thinsnap {
 
@@ -22,6 +24,13 @@ using ThinId = uint32_t;
 inline constexpr ThinId kMaxThinId = 0xffffff;
 
 enum class Access { kReadWrite, kReadOnly };
+
+// What one thin device holds, from the pool's own metadata.
+struct ThinUsage {
+  ThinId id = 0;
+  uint64_t mapped_bytes = 0;     // every block it maps
+  uint64_t exclusive_bytes = 0;  // blocks no other thin device shares
+};
 
 struct PoolStatus {
   uint64_t transaction_id = 0;
@@ -43,6 +52,8 @@ class ThinPool {
 
   // The pool's device-mapper name.
   virtual const std::string& name() const = 0;
+  // Size of one data block: the unit of allocation, copy-on-write and discard.
+  virtual uint64_t block_bytes() const = 0;
 
   // --- Pool metadata messages. Each is durable when it returns. ---
   // AlreadyExists (EEXIST) if `id` is taken.
@@ -62,6 +73,9 @@ class ThinPool {
 
   // The exact set of thin ids in the pool's metadata (not just active ones).
   virtual Result<std::vector<ThinId>> ListThinIds() = 0;
+  // Mapped and exclusive bytes of every thin id, exact, from the metadata.
+  // Slow (it reads the whole metadata): for administrators, not requests.
+  virtual Result<std::vector<ThinUsage>> ListUsage() = 0;
 
   // --- Thin device activation. ---
   // The block-device node of `id` when active: /dev/mapper/<pool>-thin-<id>.
@@ -80,6 +94,22 @@ class ThinPool {
   virtual Result<std::vector<ThinId>> ListActive() = 0;
   // Bytes mapped by an active thin device (mapped sectors x 512).
   virtual Result<uint64_t> MappedBytes(ThinId id) = 0;
+
+  // --- Giving space back. ---
+  // Discards everything `id` maps, before it is deleted: blocks it alone
+  // maps return to the data device (with discard passdown; on a loop pool the
+  // data file shrinks), shared ones are only unmapped from `id`. An inactive
+  // `id` is activated for the purpose with `span_bytes` of virtual size, which
+  // must cover every block it may map, and deactivated again. Unavailable
+  // (EBUSY) if the device is open.
+  virtual Status DiscardAll(ThinId id, uint64_t span_bytes) = 0;
+  // Discards the ranges `find_unused` names on the active device `id`, e.g.
+  // blocks its filesystem does not use. The device is held exclusively from
+  // before `find_unused` runs until the discard is done, so nobody can mount
+  // it and change what was read meanwhile. Unavailable (EBUSY) if it is
+  // mounted now.
+  using UnusedRangesFn = std::function<Result<std::vector<ByteRange>>()>;
+  virtual Status DiscardUnused(ThinId id, const UnusedRangesFn& find_unused) = 0;
 };
 
 }  // namespace thinsnap

@@ -14,12 +14,6 @@ std::string IdList(const std::vector<ThinId>& ids) {
   return s;
 }
 
-// Removes a thin id from the pool: deactivate, then delete.
-Status DestroyThin(ThinPool& pool, PoolTransactions& tx, ThinId id) {
-  THINSNAP_RETURN_IF_ERROR(pool.DeactivateForDelete(id));
-  return tx.Delete(id);
-}
-
 }  // namespace
 
 std::string ReconcileReport::Summary() const {
@@ -54,7 +48,7 @@ Status Reconciler::UndoIntents(bool repair, ReconcileReport* report) {
       ++report->unfinished_deletes;
     }
     if (!repair) continue;
-    Status st = DestroyThin(pool_, tx_, intent.thin_id);
+    Status st = ReclaimThin(pool_, tx_, intent.thin_id, reclaim_);
     if (!st.ok()) {
       report->problems.push_back("thin id " + std::to_string(intent.thin_id) + ": " +
                                  st.ToString());
@@ -82,7 +76,7 @@ Status Reconciler::DeleteOrphans(bool repair, ReconcileReport* report) {
     // Record first, so a crash during the delete is finished next time.
     auto intent = store_.RecordDelete(id);
     if (!intent.ok()) return intent.status();
-    Status st = DestroyThin(pool_, tx_, id);
+    Status st = ReclaimThin(pool_, tx_, id, reclaim_);
     if (!st.ok()) {
       report->problems.push_back("orphan " + std::to_string(id) + ": " + st.ToString());
       continue;

@@ -3,7 +3,7 @@
 // Inputs are the intent log, the snapshots table and the pool's exact list of
 // thin ids (not just active devices). With `repair` it:
 //   1. undoes every unfinished create (deletes its thin id, drops the row);
-//   2. finishes every recorded delete;
+//   2. finishes every recorded delete (discarding first, see reclaimer.h);
 //   3. deletes thin ids the metadata does not know (orphans);
 //   4. deactivates dm devices of the pool that should not be active;
 //   5. re-activates active and view snapshots (e.g. after a reboot).
@@ -16,6 +16,7 @@
 
 #include "pool.h"
 #include "pool_transactions.h"
+#include "reclaimer.h"
 #include "store.h"
 
 namespace thinsnap {
@@ -38,8 +39,9 @@ struct ReconcileReport {
 
 class Reconciler {
  public:
-  Reconciler(Store& store, ThinPool& pool, PoolTransactions& transactions)
-      : store_(store), pool_(pool), tx_(transactions) {}
+  // Thin ids are taken out of the pool as the reclaimer would (`reclaim`).
+  Reconciler(Store& store, ThinPool& pool, PoolTransactions& transactions, ReclaimOptions reclaim)
+      : store_(store), pool_(pool), tx_(transactions), reclaim_(reclaim) {}
 
   Result<ReconcileReport> Run(bool repair);
 
@@ -51,6 +53,7 @@ class Reconciler {
   Store& store_;
   ThinPool& pool_;
   PoolTransactions& tx_;
+  const ReclaimOptions reclaim_;
 };
 
 }  // namespace thinsnap

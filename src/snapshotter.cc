@@ -8,6 +8,7 @@
 #include "base/failpoint.h"
 #include "filter.h"
 #include "pool_transactions.h"
+#include "reclaimer.h"
 #include "reconciler.h"
 #include "thin_ids.h"
 
@@ -29,7 +30,17 @@ double FreePercent(uint64_t used, uint64_t total) {
 struct Snapshotter::Impl {
   Impl(std::unique_ptr<Store> s, std::unique_ptr<ThinPool> p, std::unique_ptr<Filesystem> f,
        SnapshotterOptions o)
-      : store(std::move(s)), pool(std::move(p)), fs(std::move(f)), opts(o), tx(*pool) {}
+      : store(std::move(s)),
+        pool(std::move(p)),
+        fs(std::move(f)),
+        opts(o),
+        tx(*pool),
+        reclaimer(*store, *pool, tx, id_locks, ReclaimOptionsOf(o),
+                  [this](ThinId id) { ids.Release(id); }) {}
+
+  static ReclaimOptions ReclaimOptionsOf(const SnapshotterOptions& o) {
+    return {o.discard_unused_blocks, std::max(o.base_size_bytes, o.max_snapshot_size_bytes)};
+  }
 
   // Counts a call in flight; Close() waits for them. Unavailable once closed.
   class CallGuard {
@@ -57,7 +68,6 @@ struct Snapshotter::Impl {
   Status EnsureBase();
   Result<std::vector<Mount>> Create(Kind kind, const std::string& key, const std::string& parent,
                                     const Labels& labels);
-  Status DestroyDevice(const Intent& intent);
   std::vector<Mount> MountsFor(const SnapshotRecord& r) const;
   Result<CommitUsage> MeasureUsage(const SnapshotRecord& r);
 
@@ -70,6 +80,8 @@ struct Snapshotter::Impl {
   ThinIdLocks id_locks;
   BaseDevice base;
   std::mutex update_mu;  // serialises label read-modify-write
+  // Declared after everything it uses, so it stops before they go.
+  Reclaimer reclaimer;
 
   std::mutex life_mu;
   std::condition_variable life_cv;
@@ -212,20 +224,6 @@ Result<CommitUsage> Snapshotter::Impl::MeasureUsage(const SnapshotRecord& r) {
   return CommitUsage{*mapped, static_cast<int64_t>(own), *inodes};
 }
 
-// Deactivates and deletes the device of a removed snapshot, then forgets the
-// intent. A device that is still open stays scheduled for deferred removal
-// and its intent is kept for Cleanup to retry.
-Status Snapshotter::Impl::DestroyDevice(const Intent& intent) {
-  ThinIdLocks::Hold hold(id_locks, intent.thin_id);
-  THINSNAP_RETURN_IF_ERROR(pool->DeactivateForDelete(intent.thin_id));
-  THINSNAP_FAILPOINT("remove.after_deactivate");
-  THINSNAP_RETURN_IF_ERROR(tx.Delete(intent.thin_id));
-  THINSNAP_FAILPOINT("remove.after_delete");
-  THINSNAP_RETURN_IF_ERROR(store->FinishIntent(intent.id));
-  ids.Release(intent.thin_id);
-  return Status::Ok();
-}
-
 Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> store,
                                                        std::unique_ptr<ThinPool> pool,
                                                        std::unique_ptr<Filesystem> fs,
@@ -242,7 +240,7 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
         "; repair it (thin_check/thin_repair) before starting thinsnap");
   }
 
-  Reconciler reconciler(*impl->store, *impl->pool, impl->tx);
+  Reconciler reconciler(*impl->store, *impl->pool, impl->tx, Impl::ReclaimOptionsOf(options));
   auto report = reconciler.Run(/*repair=*/true);
   if (!report.ok()) return report.status().Annotate("reconcile");
   if (report->clean()) {
@@ -260,6 +258,7 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
   if (!in_use.ok()) return in_use.status();
   impl->ids.Reserve(*in_use);
   THINSNAP_RETURN_IF_ERROR(impl->EnsureBase());
+  impl->reclaimer.Start();
   return std::unique_ptr<Snapshotter>(new Snapshotter(std::move(impl)));
 }
 
@@ -306,8 +305,13 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key, cons
   if (impl_->store->Get(name).ok())
     return Status::AlreadyExists("snapshot " + name + " already exists");
 
-  // Measure while the device is still active and quiescent.
   ThinPool& pool = *impl_->pool;
+  if (impl_->opts.discard_unused_blocks) {
+    // Still mounted (deferred removal below): nothing is trimmed.
+    Status trimmed = TrimUnused(pool, *impl_->fs, r->thin_id);
+    if (!trimmed.ok()) spdlog::info("commit {}: unused blocks kept: {}", key, trimmed.ToString());
+  }
+  // Measure while the device is still active and quiescent.
   auto usage = impl_->MeasureUsage(*r);
   if (!usage.ok()) return usage.status();
 
@@ -337,12 +341,11 @@ Status Snapshotter::Remove(const std::string& key) {
   auto intent = impl_->store->BeginRemove(key);
   if (!intent.ok()) return intent.status();
   THINSNAP_FAILPOINT("remove.after_intent");
-  if (impl_->opts.async_remove) return Status::Ok();
-  // The snapshot is gone from the metadata; the device follows. A busy or
-  // failing device never fails the Remove (containerd's GC must not stall):
-  // the intent stays and Cleanup retries it.
-  Status st = impl_->DestroyDevice(*intent);
-  if (!st.ok()) spdlog::warn("remove {}: device cleanup deferred: {}", key, st.ToString());
+  // The snapshot is gone from the metadata; the reclaimer takes its device
+  // out of the pool in the background, and a busy or failing device never
+  // fails the Remove (containerd's GC must not stall). With async_remove the
+  // device waits for the next Cleanup.
+  if (!impl_->opts.async_remove) impl_->reclaimer.Wake();
   return Status::Ok();
 }
 
@@ -410,20 +413,8 @@ Status Snapshotter::Walk(const std::vector<std::string>& filters,
 Status Snapshotter::Cleanup() {
   Impl::CallGuard guard(*impl_);
   THINSNAP_RETURN_IF_ERROR(guard.status());
-  auto intents = impl_->store->ListIntents();
-  if (!intents.ok()) return intents.status();
-  int pending = 0;
-  for (const Intent& intent : *intents) {
-    // Creates in flight belong to a running Prepare; only deletes are ours.
-    if (intent.op != IntentOp::kDelete) continue;
-    Status st = impl_->DestroyDevice(intent);
-    if (!st.ok()) {
-      ++pending;
-      spdlog::warn("cleanup of thin id {}: {}", intent.thin_id, st.ToString());
-    }
-  }
-  if (pending) spdlog::info("cleanup: {} device(s) still busy, will retry", pending);
-  return Status::Ok();
+  auto left = impl_->reclaimer.RunPass();
+  return left.ok() ? Status::Ok() : left.status();
 }
 
 void Snapshotter::Close() {

@@ -39,6 +39,12 @@ struct SnapshotterOptions {
   // Prepare/View fail with ResourceExhausted when free data or metadata space
   // would drop below this percentage of the pool.
   double min_free_space_percent = 10.0;
+  // Discard blocks no snapshot needs, so the space returns to the data
+  // device: a removed snapshot's, and a committed layer's free blocks and
+  // idle journal (reclaimer.h). Off for storage that mishandles discards.
+  bool discard_unused_blocks = true;
+  // Largest size a snapshot may have (its containerd.io/snapshot/max-size).
+  uint64_t max_snapshot_size_bytes = 1ull << 40;
 };
 
 class Snapshotter {
@@ -70,7 +76,8 @@ class Snapshotter {
   // filter syntax; empty = all). Stops early if `fn` returns non-OK.
   Status Walk(const std::vector<std::string>& filters,
               const std::function<Status(const Info&)>& fn);
-  // Deletes devices of removed snapshots (async_remove or busy devices).
+  // Reclaims the devices of every removed snapshot now, in the caller's
+  // thread (Remove leaves that to a background worker, reclaimer.h).
   Status Cleanup();
   // Waits for in-flight operations; later calls return Unavailable.
   void Close();

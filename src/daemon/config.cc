@@ -57,27 +57,41 @@ KeyHandler StringKey(std::string Config::*field) {
   };
 }
 
+// A size, as a string with a unit ("10GiB") or an integer of bytes.
+KeyHandler SizeKey(uint64_t Config::*field) {
+  return [field](const toml::node& n, const KeyError& e, Config& c) {
+    std::string text;
+    if (const auto* bytes = n.as_integer()) {
+      if (bytes->get() <= 0) return e("must be positive");
+      text = std::to_string(bytes->get());
+    } else if (const auto* str = n.as_string()) {
+      text = str->get();
+    } else {
+      return e("expected a size string like \"10GiB\" or an integer");
+    }
+    Result<uint64_t> size = ParseSize(text);
+    if (!size.ok()) return e(size.status().message());
+    c.*field = *size;
+    return Status::Ok();
+  };
+}
+
+KeyHandler BoolKey(bool Config::*field) {
+  return [field](const toml::node& n, const KeyError& e, Config& c) {
+    const auto* value = n.as_boolean();
+    if (value == nullptr) return e("expected true or false");
+    c.*field = value->get();
+    return Status::Ok();
+  };
+}
+
 const std::map<std::string, KeyHandler, std::less<>>& Handlers() {
   static const auto* handlers = new std::map<std::string, KeyHandler, std::less<>>{
       {"root_dir", StringKey(&Config::root_dir)},
       {"socket", StringKey(&Config::socket)},
       {"pool_name", StringKey(&Config::pool_name)},
-      {"base_size",
-       [](const toml::node& n, const KeyError& e, Config& c) {
-         if (const auto* bytes = n.as_integer()) {
-           if (bytes->get() <= 0) return e("must be positive");
-           Result<uint64_t> size = ParseSize(std::to_string(bytes->get()));
-           if (!size.ok()) return e(size.status().message());
-           c.base_size_bytes = *size;
-           return Status::Ok();
-         }
-         const auto* text = n.as_string();
-         if (text == nullptr) return e("expected a size string like \"10GiB\" or an integer");
-         Result<uint64_t> size = ParseSize(text->get());
-         if (!size.ok()) return e(size.status().message());
-         c.base_size_bytes = *size;
-         return Status::Ok();
-       }},
+      {"base_size", SizeKey(&Config::base_size_bytes)},
+      {"max_snapshot_size", SizeKey(&Config::max_snapshot_size_bytes)},
       {"fs_type",
        [](const toml::node& n, const KeyError& e, Config& c) {
          THINSNAP_RETURN_IF_ERROR(ReadString(n, e, c.fs_type));
@@ -97,13 +111,8 @@ const std::map<std::string, KeyHandler, std::less<>>& Handlers() {
          c.fs_options = std::move(options);
          return Status::Ok();
        }},
-      {"async_remove",
-       [](const toml::node& n, const KeyError& e, Config& c) {
-         const auto* value = n.as_boolean();
-         if (value == nullptr) return e("expected true or false");
-         c.async_remove = value->get();
-         return Status::Ok();
-       }},
+      {"async_remove", BoolKey(&Config::async_remove)},
+      {"discard_unused_blocks", BoolKey(&Config::discard_unused_blocks)},
       {"min_free_space_percent",
        [](const toml::node& n, const KeyError& e, Config& c) {
          double percent;
@@ -199,6 +208,11 @@ Status ValidateConfig(const Config& config) {
     return Status::InvalidArgument("socket path is longer than " +
                                    std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
                                    " bytes: \"" + config.socket + "\"");
+  }
+  if (config.max_snapshot_size_bytes < config.base_size_bytes) {
+    return Status::InvalidArgument(
+        "max_snapshot_size (" + std::to_string(config.max_snapshot_size_bytes) +
+        " bytes) is below base_size (" + std::to_string(config.base_size_bytes) + " bytes)");
   }
   if (!IsLogLevel(config.log_level)) {
     return Status::InvalidArgument(

@@ -18,11 +18,13 @@ namespace thinsnap {
 struct Config {
   std::string root_dir = "/var/lib/thinsnap";  // holds metadata.db
   std::string socket = "/run/thinsnap/thinsnap.sock";
-  std::string pool_name;                   // the dm thin-pool to use
-  uint64_t base_size_bytes = 10ull << 30;  // virtual size of every snapshot
+  std::string pool_name;                          // the dm thin-pool to use
+  uint64_t base_size_bytes = 10ull << 30;         // size of a snapshot without a max-size label
+  uint64_t max_snapshot_size_bytes = 1ull << 40;  // largest containerd.io/snapshot/max-size
   std::string fs_type = "ext4";
   std::vector<std::string> fs_options;  // extra mkfs arguments
   bool async_remove = false;
+  bool discard_unused_blocks = true;  // discard blocks no snapshot needs (reclaimer.h)
   double min_free_space_percent = 10.0;
   std::string log_level = "info";  // trace, debug, info, warn, error, critical, off
 };

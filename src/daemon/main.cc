@@ -138,6 +138,8 @@ int Run(int argc, char** argv) {
   SnapshotterOptions options;
   options.base_size_bytes = config.base_size_bytes;
   options.async_remove = config.async_remove;
+  options.discard_unused_blocks = config.discard_unused_blocks;
+  options.max_snapshot_size_bytes = config.max_snapshot_size_bytes;
   options.min_free_space_percent = config.min_free_space_percent;
   Result<std::unique_ptr<Snapshotter>> snapshotter =
       Snapshotter::Open(std::move(*store), std::move(*pool),

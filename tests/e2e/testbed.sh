@@ -35,6 +35,7 @@ testbed_init() {
   THINSNAP_ROOT=$WORK/thinsnap-root
   THINSNAP_SOCK=$WORK/thinsnap.sock
   DAEMON_PID=
+  DAEMON_ARGS=()
   DATA_LOOP=
   META_LOOP=
   trap testbed_cleanup EXIT
@@ -55,10 +56,11 @@ pool_create() {
   tb_log "pool $POOL_NAME: data $DATA_LOOP ($data_size) meta $META_LOOP ($meta_size)"
 }
 
+# Extra thinsnapd arguments (e.g. --config FILE) come from the DAEMON_ARGS array.
 daemon_start() {
   mkdir -p "$THINSNAP_ROOT"
   "$THINSNAPD" --root "$THINSNAP_ROOT" --socket "$THINSNAP_SOCK" --pool "$POOL_NAME" \
-    >"$WORK/thinsnapd.log" 2>&1 &
+    "${DAEMON_ARGS[@]}" >>"$WORK/thinsnapd.log" 2>&1 &
   DAEMON_PID=$!
   local _
   for _ in $(seq 600); do

@@ -59,7 +59,19 @@ class FakePoolState final : public FakePoolControl {
     return err;
   }
 
+  std::vector<ThinId> DiscardedIds() const override {
+    std::lock_guard lock(mu);
+    return discarded_ids;
+  }
+  std::vector<ByteRange> DiscardedRanges(ThinId id) const override {
+    std::lock_guard lock(mu);
+    auto it = discarded_ranges.find(id);
+    return it == discarded_ranges.end() ? std::vector<ByteRange>{} : it->second;
+  }
+
   mutable std::mutex mu;
+  std::vector<ThinId> discarded_ids;
+  std::map<ThinId, std::vector<ByteRange>> discarded_ranges;
   std::map<ThinId, Device> devices;
   std::map<ThinId, Active> active;
   uint64_t transaction_id = 0;
@@ -74,6 +86,7 @@ class FakePool final : public ThinPool {
   explicit FakePool(std::shared_ptr<FakePoolState> s) : s_(std::move(s)) {}
 
   const std::string& name() const override { return name_; }
+  uint64_t block_bytes() const override { return 64 << 10; }
 
   Status CreateThin(ThinId id) override {
     std::lock_guard lock(s_->mu);
@@ -119,6 +132,12 @@ class FakePool final : public ThinPool {
     return st;
   }
   Result<std::vector<ThinId>> ListThinIds() override { return s_->ThinIds(); }
+  Result<std::vector<ThinUsage>> ListUsage() override {
+    std::lock_guard lock(s_->mu);
+    std::vector<ThinUsage> out;
+    for (const auto& [id, dev] : s_->devices) out.push_back({id, dev.mapped_bytes, 0});
+    return out;
+  }
 
   std::string DevicePath(ThinId id) const override {
     return "/dev/mapper/fake-thin-" + std::to_string(id);
@@ -150,6 +169,31 @@ class FakePool final : public ThinPool {
     return s_->devices[id].mapped_bytes;
   }
 
+  Status DiscardAll(ThinId id, uint64_t) override {
+    std::lock_guard lock(s_->mu);
+    auto dev = s_->devices.find(id);
+    if (dev == s_->devices.end()) return Status::FromErrno(ENODATA, "discard of a missing id");
+    auto it = s_->active.find(id);
+    if (it != s_->active.end() && it->second.open) return Status::FromErrno(EBUSY, "discard");
+    dev->second.mapped_bytes = 0;
+    s_->discarded_ids.push_back(id);
+    return Status::Ok();
+  }
+  Status DiscardUnused(ThinId id, const UnusedRangesFn& find_unused) override {
+    {
+      std::lock_guard lock(s_->mu);
+      auto it = s_->active.find(id);
+      if (it == s_->active.end()) return Status::FromErrno(ENXIO, "discard on inactive device");
+      if (it->second.open) return Status::FromErrno(EBUSY, "discard");
+    }
+    auto ranges = find_unused();
+    if (!ranges.ok()) return ranges.status();
+    std::lock_guard lock(s_->mu);
+    auto& out = s_->discarded_ranges[id];
+    out.insert(out.end(), ranges->begin(), ranges->end());
+    return Status::Ok();
+  }
+
  private:
   std::shared_ptr<FakePoolState> s_;
   std::string name_ = "fake";
@@ -160,6 +204,9 @@ class FakeFilesystem final : public Filesystem {
   const std::string& type() const override { return type_; }
   Status Format(const std::string&) override { return Status::Ok(); }
   Result<int64_t> InodesUsed(const std::string&) override { return int64_t{11}; }
+  Result<std::vector<ByteRange>> UnusedRanges(const std::string&, uint64_t align) override {
+    return std::vector<ByteRange>{{align, 4 * align}};
+  }
 
  private:
   std::string type_ = "ext4";

@@ -23,6 +23,9 @@ struct FakePoolControl {
   virtual void SetOpen(ThinId id, bool open) = 0;
   // The next pool message fails with this errno (0 = none).
   virtual void FailNextMessage(int err) = 0;
+  // How many DiscardAll / DiscardRanges calls succeeded, and on which ids.
+  virtual std::vector<ThinId> DiscardedIds() const = 0;
+  virtual std::vector<ByteRange> DiscardedRanges(ThinId id) const = 0;
 };
 
 // The pool is shared so that a test can hand the same "kernel state" to a

@@ -1,6 +1,7 @@
 #include <ext2fs/ext2fs.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -159,6 +160,70 @@ TEST_F(ExtFilesystemTest, MkfsFailureCarriesItsStderr) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), Code::kInternal);
   EXPECT_NE(s.message().find("mkfs.ext4"), std::string::npos) << s.ToString();
+}
+
+// Every group's inode table is marked zeroed, so the kernel has nothing to
+// initialise in the background (no ext4lazyinit writes into the pool).
+void ExpectNothingLeftToInitialise(const std::string& image) {
+  ext2_filsys fs = nullptr;
+  ASSERT_EQ(ext2fs_open(image.c_str(), EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs), 0);
+  for (dgrp_t g = 0; g < fs->group_desc_count; ++g) {
+    EXPECT_TRUE(ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_ZEROED)) << "group " << g;
+  }
+  ext2fs_close_free(&fs);
+}
+
+TEST_F(ExtFilesystemTest, FormatLeavesNoBackgroundInitialisation) {
+  for (const std::string type : {"ext4", "ext3", "ext2"}) {
+    MakeSparseImage(image_, 512 << 20);
+    ASSERT_TRUE(MakeExtFilesystem(type, {})->Format(image_).ok()) << type;
+    ExpectNothingLeftToInitialise(image_);
+    ExpectFsckClean(image_);
+    // No inode table was written: the sparse image stays sparse. (ext3's
+    // mke2fs still zeroes the 16 MiB journal, which it skips only with
+    // uninit_bg: a one-off cost of the base device, shared by every snapshot.)
+    struct stat st;
+    ASSERT_EQ(stat(image_.c_str(), &st), 0);
+    const int64_t limit = (type == "ext3" ? 17 : 1) << 20;
+    EXPECT_LT(st.st_blocks * 512, limit) << type << " wrote " << st.st_blocks * 512 << " bytes";
+  }
+}
+
+TEST_F(ExtFilesystemTest, ConfiguredOptionsKeepTheZeroedDeviceAssumption) {
+  MakeSparseImage(image_, 512 << 20);
+  ASSERT_TRUE(MakeExtFilesystem("ext4", {"-E", "lazy_itable_init=1"})->Format(image_).ok());
+  ExpectNothingLeftToInitialise(image_);
+}
+
+TEST_F(ExtFilesystemTest, UnusedRangesAreAlignedFreeSpaceAndTheIdleJournal) {
+  MakeSparseImage(image_, 512 << 20);
+  auto fs = MakeExtFilesystem("ext4", {});
+  ASSERT_TRUE(fs->Format(image_).ok());
+  constexpr uint64_t kAlign = 64 << 10;
+  auto ranges = fs->UnusedRanges(image_, kAlign);
+  ASSERT_TRUE(ranges.ok()) << ranges.status().ToString();
+  ASSERT_FALSE(ranges->empty());
+  uint64_t total = 0, last_end = 0;
+  for (const ByteRange& r : *ranges) {
+    EXPECT_EQ(r.offset % kAlign, 0u);
+    EXPECT_EQ(r.length % kAlign, 0u);
+    EXPECT_GT(r.length, 0u);
+    EXPECT_GE(r.offset, last_end) << "ranges overlap or are unsorted";
+    last_end = r.offset + r.length;
+    total += r.length;
+  }
+  EXPECT_LE(last_end, 512ull << 20);
+  // Free space plus the (16 MiB) journal's log: nearly all of a fresh filesystem.
+  auto dumped = RunCommand({"dumpe2fs", "-h", image_});
+  ASSERT_TRUE(dumped.ok());
+  const std::string key = "Free blocks:";
+  const size_t at = dumped->out.find(key);
+  ASSERT_NE(at, std::string::npos);
+  const uint64_t free_bytes = std::stoull(dumped->out.substr(at + key.size())) * 4096;
+  EXPECT_GT(total, free_bytes) << "the idle journal should count as unused";
+  EXPECT_LT(total, 512ull << 20);
+  // The blocks in use (superblock, group descriptors, root) are never named.
+  EXPECT_GT(ranges->front().offset, 0u);
 }
 
 TEST_F(ExtFilesystemTest, NonExtTypeIsRejected) {

@@ -32,7 +32,7 @@ class ReconcilerTest : public ::testing::Test {
   }
 
   ReconcileReport Run(bool repair) {
-    Reconciler r(*store_, *pool_, *tx_);
+    Reconciler r(*store_, *pool_, *tx_, ReclaimOptions{});
     auto report = r.Run(repair);
     EXPECT_TRUE(report.ok()) << report.status().ToString();
     return report.ok() ? *report : ReconcileReport{};
@@ -43,6 +43,17 @@ class ReconcilerTest : public ::testing::Test {
   std::unique_ptr<ThinPool> pool_;
   std::unique_ptr<PoolTransactions> tx_;
 };
+
+TEST_F(ReconcilerTest, UnfinishedRemoveIsDiscardedThenDeleted) {
+  // A crash between Remove (the intent) and the reclaim.
+  ASSERT_TRUE(store_->BeginRemove("child").ok());
+  ReconcileReport report = Run(true);
+  EXPECT_EQ(report.unfinished_deletes, 1) << report.Summary();
+  EXPECT_EQ(state_->DiscardedIds(), std::vector<ThinId>{2});
+  const auto ids = state_->ThinIds();
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 2u), 0);
+  EXPECT_TRUE(Run(false).clean());
+}
 
 TEST_F(ReconcilerTest, CleanStateReportsClean) {
   ReconcileReport report = Run(false);

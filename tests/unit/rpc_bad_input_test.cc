@@ -283,6 +283,8 @@ class RpcBadInputTest : public ::testing::Test {
     EXPECT_TRUE(listed.ok()) << listed.error_message();
     for (const v1::Info& info : infos) w.snapshots.push_back(Describe(info));
     std::sort(w.snapshots.begin(), w.snapshots.end());
+    // Removed snapshots leave the pool in the background; Cleanup waits for it.
+    EXPECT_TRUE(snapshotter_->Cleanup().ok());
     w.thin_ids = pool_->ThinIds();
     std::sort(w.thin_ids.begin(), w.thin_ids.end());
     w.active_ids = pool_->ActiveIds();

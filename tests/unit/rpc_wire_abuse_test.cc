@@ -226,6 +226,7 @@ class RpcWireAbuseTest : public ::testing::Test {
     }
     good_.reset();
     // Nothing the abusers sent created or removed anything.
+    ASSERT_TRUE(snapshotter_->Cleanup().ok());
     EXPECT_EQ(pool_->ThinIds().size(), 1u) << "only the base device should remain";
     if (server_) server_->Shutdown(0ms);
     server_.reset();

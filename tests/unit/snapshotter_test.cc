@@ -170,11 +170,50 @@ TEST_F(SnapshotterTest, RemoveRefusesParentsAndFreesIds) {
   EXPECT_EQ(snap_->Remove("missing").code(), Code::kNotFound);
   ASSERT_TRUE(snap_->Remove("child").ok());
   ASSERT_TRUE(snap_->Remove("base").ok());
+  ASSERT_TRUE(snap_->Cleanup().ok());  // waits for the background reclaim
   EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
   EXPECT_TRUE(pool_->ActiveIds().empty());
   // Ids are reused.
   MustPrepare("again");
   EXPECT_EQ(pool_->ActiveIds(), std::vector<ThinId>{1});
+}
+
+TEST_F(SnapshotterTest, RemoveDiscardsTheDeviceBeforeDeletingIt) {
+  MustPrepare("a");
+  MustCommit("layer", "a");
+  MustPrepare("b", "layer");
+  ASSERT_TRUE(snap_->Remove("b").ok());
+  ASSERT_TRUE(snap_->Remove("layer").ok());
+  ASSERT_TRUE(snap_->Cleanup().ok());
+  EXPECT_EQ(pool_->DiscardedIds(), (std::vector<ThinId>{2, 1}));
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
+}
+
+TEST_F(SnapshotterTest, DiscardsOffDeletesWithoutDiscarding) {
+  SnapshotterOptions opts;
+  opts.discard_unused_blocks = false;
+  Reopen(opts);
+  MustPrepare("a");
+  MustCommit("layer", "a");
+  ASSERT_TRUE(snap_->Remove("layer").ok());
+  ASSERT_TRUE(snap_->Cleanup().ok());
+  EXPECT_TRUE(pool_->DiscardedIds().empty());
+  EXPECT_TRUE(pool_->DiscardedRanges(1).empty());
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
+}
+
+TEST_F(SnapshotterTest, CommitTrimsWhatTheFilesystemDoesNotUse) {
+  MustPrepare("a");
+  MustCommit("layer", "a");
+  // The fake filesystem reports one unused range, aligned to the pool block.
+  EXPECT_EQ(pool_->DiscardedRanges(1), (std::vector<ByteRange>{{64 << 10, 256 << 10}}));
+}
+
+TEST_F(SnapshotterTest, CommitOfAMountedDeviceTrimsNothing) {
+  MustPrepare("a");
+  pool_->SetOpen(1, true);
+  MustCommit("layer", "a");
+  EXPECT_TRUE(pool_->DiscardedRanges(1).empty());
 }
 
 TEST_F(SnapshotterTest, RemoveOfBusyDeviceSucceedsAndCleanupFinishesIt) {
@@ -366,6 +405,7 @@ TEST_F(SnapshotterTest, ConcurrentIndependentOperationsStayConsistent) {
     });
   }
   for (auto& t : threads) t.join();
+  ASSERT_TRUE(snap_->Cleanup().ok());
   EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
   EXPECT_TRUE(Keys().empty());
 }

@@ -115,7 +115,7 @@ void DropLost(Store& store, ReconcileReport& found, std::vector<std::string>* dr
 }
 
 Status Reconcile(const std::string& root, const std::string& pool_name, bool repair, bool drop_lost,
-                 Outcome* out) {
+                 bool discard, Outcome* out) {
   auto store = Store::Open(root + "/metadata.db");
   if (!store.ok()) return store.status().Annotate("open metadata");
   auto pool = OpenDmPool(pool_name);
@@ -133,7 +133,7 @@ Status Reconcile(const std::string& root, const std::string& pool_name, bool rep
   }
 
   PoolTransactions tx(**pool);
-  Reconciler reconciler(**store, **pool, tx);
+  Reconciler reconciler(**store, **pool, tx, ReclaimOptions{.discard = discard});
   auto found = reconciler.Run(repair);
   if (!found.ok()) return found.status().Annotate("reconcile");
   out->found = *found;
@@ -203,6 +203,9 @@ CheckCommands::CheckCommands(CLI::App& app) {
   for (CLI::App* cmd : {check_, gc_}) {
     cmd->add_option("--root", root_, "thinsnapd's root_dir (holds metadata.db)")->required();
     cmd->add_option("--pool", pool_, "device-mapper name of the thin pool")->required();
+    cmd->add_flag("--no-discard", no_discard_,
+                  "delete thin ids without discarding their blocks first (as discard_unused_blocks "
+                  "= false)");
   }
 }
 
@@ -230,7 +233,7 @@ int CheckCommands::Run() const {
   }
 
   Outcome out;
-  Status st = Reconcile(root_, pool_, repair, /*drop_lost=*/check_->parsed(), &out);
+  Status st = Reconcile(root_, pool_, repair, /*drop_lost=*/check_->parsed(), !no_discard_, &out);
   if (!st.ok()) {
     out.errors.push_back(st.ToString());
     std::cerr << "thinsnapctl " << command << ": " << st.ToString() << "\n";

@@ -1,7 +1,7 @@
 // `thinsnapctl check` and `thinsnapctl gc`: reconciliation on demand.
 //
-//   thinsnapctl check [--repair] [--json] --root DIR --pool NAME
-//   thinsnapctl gc --root DIR --pool NAME
+//   thinsnapctl check [--repair] [--json] [--no-discard] --root DIR --pool NAME
+//   thinsnapctl gc [--no-discard] --root DIR --pool NAME
 //
 // Both open the instance's metadata (DIR/metadata.db) and its thin pool
 // directly and run the same Reconciler as thinsnapd's start-up.
@@ -44,6 +44,7 @@ class CheckCommands {
   std::string root_, pool_;
   bool repair_ = false;
   bool json_ = false;
+  bool no_discard_ = false;
 };
 
 }  // namespace thinsnap::ctl
