@@ -8,51 +8,24 @@
 #include <cerrno>
 
 namespace thinsnap::dm {
-namespace {
-
-// An fd closed on every path out.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
-}  // namespace
 
 Result<ExclusiveDevice> ExclusiveDevice::Open(const std::string& path) {
   // O_EXCL on a block device fails with EBUSY while it is mounted.
-  int fd = open(path.c_str(), O_RDWR | O_EXCL | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "open " + path + " exclusively");
-  return ExclusiveDevice(path, fd);
-}
-
-ExclusiveDevice::ExclusiveDevice(ExclusiveDevice&& other) noexcept
-    : path_(std::move(other.path_)), fd_(other.fd_) {
-  other.fd_ = -1;
-}
-
-ExclusiveDevice::~ExclusiveDevice() {
-  if (fd_ >= 0) close(fd_);
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_EXCL | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno(errno, "open " + path + " exclusively");
+  return ExclusiveDevice(path, std::move(fd));
 }
 
 Status ExclusiveDevice::Discard(const std::vector<ByteRange>& ranges) {
   int sector = 512;
-  if (ioctl(fd_, BLKSSZGET, &sector) != 0 || sector <= 0) sector = 512;
+  if (ioctl(fd_.get(), BLKSSZGET, &sector) != 0 || sector <= 0) sector = 512;
   const uint64_t unit = static_cast<uint64_t>(sector);
   for (const ByteRange& r : ranges) {
     const uint64_t begin = (r.offset + unit - 1) / unit * unit;
     const uint64_t end = (r.offset + r.length) / unit * unit;
     if (end <= begin) continue;
     uint64_t span[2] = {begin, end - begin};
-    if (ioctl(fd_, BLKDISCARD, span) != 0) {
+    if (ioctl(fd_.get(), BLKDISCARD, span) != 0) {
       return Status::FromErrno(errno, "discard " + std::to_string(span[1]) + " bytes at " +
                                           std::to_string(begin) + " of " + path_);
     }
@@ -61,7 +34,7 @@ Status ExclusiveDevice::Discard(const std::vector<ByteRange>& ranges) {
 }
 
 Result<uint64_t> BlockDeviceBytes(const std::string& path) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return Status::FromErrno(errno, "open " + path);
   uint64_t bytes = 0;
   if (ioctl(fd.get(), BLKGETSIZE64, &bytes) != 0) {

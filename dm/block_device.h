@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/unique_fd.h"
 
 namespace thinsnap::dm {
 
@@ -26,10 +27,6 @@ class ExclusiveDevice {
  public:
   // Unavailable (EBUSY) if the device is mounted or held exclusively.
   static Result<ExclusiveDevice> Open(const std::string& path);
-  ExclusiveDevice(ExclusiveDevice&& other) noexcept;
-  ExclusiveDevice& operator=(ExclusiveDevice&&) = delete;
-  ExclusiveDevice(const ExclusiveDevice&) = delete;
-  ~ExclusiveDevice();
 
   // Discards `ranges` (BLKDISCARD), telling the device their contents are no
   // longer needed. On a dm-thin device this unmaps the blocks; blocks no
@@ -39,9 +36,9 @@ class ExclusiveDevice {
   Status Discard(const std::vector<ByteRange>& ranges);
 
  private:
-  ExclusiveDevice(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  ExclusiveDevice(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
   std::string path_;
-  int fd_;
+  UniqueFd fd_;
 };
 
 // The size in bytes of the block device at `path` (BLKGETSIZE64).

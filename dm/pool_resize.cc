@@ -8,6 +8,7 @@
 
 #include <fstream>
 
+#include "base/unique_fd.h"
 #include "dm/block_device.h"
 #include "dm/device_mapper.h"
 #include "dm/thin.h"
@@ -52,12 +53,11 @@ Status GrowLoop(DevNum dev, const std::string& file, uint64_t bytes) {
   }
   auto node = NodeOf(dev);
   if (!node.ok()) return node.status();
-  int fd = open(node->c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno(errno, "open " + *node);
-  const int rc = ioctl(fd, LOOP_SET_CAPACITY, 0);
-  const int err = errno;
-  close(fd);
-  if (rc != 0) return Status::FromErrno(err, "set capacity of " + *node);
+  UniqueFd fd(open(node->c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Status::FromErrno(errno, "open " + *node);
+  if (ioctl(fd.get(), LOOP_SET_CAPACITY, 0) != 0) {
+    return Status::FromErrno(errno, "set capacity of " + *node);
+  }
   return Status::Ok();
 }
 

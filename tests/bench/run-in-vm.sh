@@ -27,7 +27,7 @@ fail() {
   exit 1
 }
 
-[ $# -ge 1 ] || fail "usage: $0 BUILD_DIR [thinsnap|devmapper|both|metrics] [-- PROXYBENCH_ARGS...]"
+[ $# -ge 1 ] || fail "usage: $0 BUILD_DIR [thinsnap|devmapper|both|metrics|discard|max-size] [-- PROXYBENCH_ARGS...]"
 build=$(readlink -f "$1")
 shift
 mode=thinsnap
@@ -37,7 +37,7 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then
 fi
 [ $# -gt 0 ] && [ "$1" = "--" ] && shift
 bench_args=("$@")
-case "$mode" in thinsnap | devmapper | both | metrics) ;; *) fail "unknown mode $mode" ;; esac
+case "$mode" in thinsnap | devmapper | both | metrics | discard | max-size) ;; *) fail "unknown mode $mode" ;; esac
 [ "$(id -u)" -eq 0 ] || fail "must run as root with device-mapper (tests/vm/run -- $0 ...)"
 
 ctl=$build/tools/thinsnapctl
@@ -109,12 +109,14 @@ daemon_start() {
   started_pid=$pid
 }
 
+# run_thinsnap [LABEL [THINSNAPD_ARGS...]]
 run_thinsnap() {
-  local name=bench-ts-$$
+  local name=bench-ts-$$ label=${1:-thinsnap}
+  shift || true
   pool_create "$work/ts-pool" "$name"
-  daemon_start thinsnapd "$name"
+  daemon_start thinsnapd "$name" "$@"
   daemon_pid=$started_pid
-  "$bench" -label thinsnap -socket "$work/thinsnapd.sock" "${bench_args[@]}" ||
+  "$bench" -label "$label" -socket "$work/thinsnapd.sock" "${bench_args[@]}" ||
     fail "proxybench against thinsnapd"
   local pid=$daemon_pid rc=0
   daemon_pid=
@@ -184,5 +186,18 @@ case "$mode" in
     run_devmapper
     ;;
   metrics) run_metrics ;;
+  discard)
+    # Remove with the reclaim (discard before delete, in the background) and without it.
+    printf 'discard_unused_blocks = false\n' >"$work/no-discard.toml"
+    run_thinsnap discard-on
+    run_thinsnap discard-off --config "$work/no-discard.toml"
+    ;;
+  max-size)
+    # Prepare without the label, then with a containerd.io/snapshot/max-size of twice the
+    # base size (10 GiB): every root snapshot's device and filesystem grow.
+    run_thinsnap no-label
+    bench_args+=(-max-size $((20 << 30)))
+    run_thinsnap max-size-20GiB
+    ;;
 esac
 log "bench: done"

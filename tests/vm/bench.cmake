@@ -28,3 +28,12 @@ thinsnap_add_vm_test(NAME bench_proxy_devmapper
                              devmapper -- -cycles 10 -warmup 1 -rounds 2
                              -devmapper-base-size 256MB
                      TIMEOUT 1200 MEM 4096 LABELS bench containerd long)
+# Remove (and Prepare/Commit) with discard_unused_blocks on and off, one after the other in one VM:
+# what giving space back costs (issue 8). In test-long: it is a comparison, not a check.
+thinsnap_add_vm_test(NAME bench_proxy_discard
+                     COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/run-in-vm.sh ${CMAKE_BINARY_DIR} discard
+                     TIMEOUT 1200 LABELS bench long)
+# Prepare with and without the containerd.io/snapshot/max-size label (issue 9): the growth's cost.
+thinsnap_add_vm_test(NAME bench_proxy_max_size
+                     COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/run-in-vm.sh ${CMAKE_BINARY_DIR} max-size
+                     TIMEOUT 1500 LABELS bench long)

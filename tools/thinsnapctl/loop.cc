@@ -11,24 +11,13 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/unique_fd.h"
+
 namespace thinsnap::ctl {
 
 namespace {
 
-// Closes a descriptor on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;
 
 // Binds `file_fd` to the loop device `loop_fd`. LOOP_CONFIGURE (Linux 5.8)
 // does it in one step; older kernels need LOOP_SET_FD, then the status (for

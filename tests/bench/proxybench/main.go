@@ -55,6 +55,7 @@ var (
 	abLabels     = flag.String("ab-labels", "a,b", "names of -socket and -ab-socket in the comparison")
 	abSamples    = flag.Int("ab-samples", 200, "Prepares per snapshotter in the comparison")
 	dmServerSock = flag.String("devmapper-socket", "", "socket to serve the devmapper snapshotter on (default: in -devmapper-root)")
+	maxSize      = flag.String("max-size", "", "give every Prepare the containerd.io/snapshot/max-size label with this many bytes")
 )
 
 func fatalf(format string, args ...interface{}) {
@@ -157,8 +158,12 @@ func (b *bench) must(err error, op, key string) {
 func (b *bench) cycle(parent string) [3]time.Duration {
 	active, name := b.key("active"), b.key("committed")
 	var d [3]time.Duration
+	var opts []snapshots.Opt
+	if *maxSize != "" {
+		opts = append(opts, snapshots.WithLabels(map[string]string{"containerd.io/snapshot/max-size": *maxSize}))
+	}
 	t0 := time.Now()
-	_, err := b.sn.Prepare(b.ctx, active, parent)
+	_, err := b.sn.Prepare(b.ctx, active, parent, opts...)
 	b.must(err, "prepare", active)
 	t1 := time.Now()
 	b.must(b.sn.Commit(b.ctx, name, active), "commit", active)
