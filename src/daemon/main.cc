@@ -25,6 +25,7 @@
 #include <string>
 
 #include "daemon/config.h"
+#include "daemon/readiness.h"
 #include "dm_pool.h"
 #include "filesystem.h"
 #include "rpc/server.h"
@@ -150,10 +151,15 @@ int Run(int argc, char** argv) {
     (*snapshotter)->Close();
     return Fail(server.status().Annotate("start server"));
   }
+  // Only now: the reconciliation is done and the socket serves (readiness.h).
+  if (Status notified = NotifyReady(config.socket); !notified.ok()) {
+    spdlog::warn("{}", notified.ToString());
+  }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, shutting down", strsignal(signal_number));
+  if (Status notified = NotifyStopping(); !notified.ok()) spdlog::warn("{}", notified.ToString());
   (*server)->Shutdown(kShutdownGrace);
   (*snapshotter)->Close();
   snapshotter->reset();  // closes the database
