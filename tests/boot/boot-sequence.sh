@@ -12,7 +12,8 @@
 # RuntimeDirectory= are created, ExecStart= runs in the background with $NOTIFY_SOCKET pointing at
 # tests/boot/notify-listener.py, and the next unit starts only after READY=1 arrives, as
 # systemd orders `After=`/`Before=`. The order itself is checked against the units' After=/Before=.
-# Sets THINSNAPD_PID and CONTAINERD_PID; boot_stop stops them (containerd first).
+# Sets THINSNAPD_PID and CONTAINERD_PID, and BOOT_POOL_MS / BOOT_THINSNAPD_MS (how long the pool
+# unit took, and thinsnapd from its start to READY=1); boot_stop stops them (containerd first).
 #
 # Needs: BOOT_DEPLOY (the deploy/ directory), BOOT_LOGDIR (writable), and the binaries where the
 # units expect them (/usr/local/sbin/thinsnapd, /usr/local/sbin/thinsnapctl).
@@ -130,10 +131,15 @@ boot_sequence() {
     *) boot_fail "boot_sequence loop | lvm VG" ;;
   esac
   boot_check_order "$pool_unit"
-  local t0=$SECONDS
+  local t0 t1
+  t0=$(date +%s%N)
   unit_oneshot "$pool_unit" "$vg"
+  t1=$(date +%s%N)
   unit_notify "$BOOT_DEPLOY/thinsnapd.service" THINSNAPD_PID
-  BOOT_SERVING_SECONDS=$((SECONDS - t0))
+  # Milliseconds: the pool unit, then thinsnapd from its start to READY=1.
+  BOOT_POOL_MS=$(((t1 - t0) / 1000000))
+  BOOT_THINSNAPD_MS=$((($(date +%s%N) - t1) / 1000000))
+  BOOT_SERVING_SECONDS=$(((BOOT_POOL_MS + BOOT_THINSNAPD_MS) / 1000))
   [ "$with_containerd" = nocontainerd ] || unit_notify "$BOOT_CONTAINERD_UNIT" CONTAINERD_PID
 }
 

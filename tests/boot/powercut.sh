@@ -58,8 +58,8 @@ fi
 RANDOM=$seed
 # The workload's first step (a container run) takes a few seconds under TCG; instants spread
 # over it and the chains after it.
-lo_ms=${THINSNAP_POWERCUT_MIN_MS:-500}
-hi_ms=${THINSNAP_POWERCUT_MAX_MS:-14000}
+lo_ms=${THINSNAP_POWERCUT_MIN_MS:-1000}
+hi_ms=${THINSNAP_POWERCUT_MAX_MS:-20000}
 say "seed $seed: $cuts cuts, each at a uniform instant in [$lo_ms, $hi_ms] ms after the workload arms"
 total_verified=0
 start=$SECONDS
