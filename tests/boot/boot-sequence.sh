@@ -33,11 +33,12 @@ unit_values() {
   sed -n "s/^$2=//p" "$1"
 }
 
-# unit_argv LINE INSTANCE: splits one Exec line into words (the units use no quoting).
+# unit_exec LINE INSTANCE: runs one Exec line, split into words (the units use no quoting).
 unit_exec() {
   local line=$1 instance=$2 ignore=0
   case "$line" in
     -*) ignore=1 line=${line#-} ;;
+    [@:+!]*) boot_fail "Exec prefix ${line:0:1} is not supported by this runner: $line" ;;
   esac
   case "$line" in
     *\"* | *\'* | *\$* | *\\*) boot_fail "Exec line needs shell-style parsing, which this runner does not do: $line" ;;

@@ -42,7 +42,7 @@ fail() {
 
 # The state lives in the build tree: the guest sees it (read-only) through the host root, and it
 # must not be under /tmp, which the guest covers with tmpfs.
-state=$build/tests/boot/powercut-$kind
+state=$build/tests/boot/powercut-$kind-$cuts
 rm -rf "$state"
 mkdir -p "$state"
 truncate -s 3G "$state/disk0.img"
