@@ -5,9 +5,10 @@
 #
 # Boots the test VM CUTS + 2 times on the same persistent disk images (a host file that outlives
 # each VM; tests/vm/run --disk, cache=none with flushes honoured). Boot 0 makes the pool and imports
-# an image with containerd; every boot but the last runs a workload (a container writes and fsyncs a
-# file; Prepare / write+fsync / Commit chains; Removes) and the host kills qemu with SIGKILL at a
-# random instant after the workload starts. Every boot after a cut runs the shipped units' commands
+# an image with containerd; every boot runs the image as a container that writes and fsyncs a file,
+# and every boot but the last then runs a workload (Prepare / write+fsync / Commit chains; Removes,
+# all through containerd) and the host kills qemu with SIGKILL at a random instant after the
+# workload starts. Every boot after a cut runs the shipped units' commands
 # in their order (tests/boot/boot-sequence.sh) and checks everything the guest acknowledged before
 # any cut (tests/boot/powercut-guest.sh); the last boot then runs the image, lets containerd's GC
 # remove everything, and thin_checks the pool, which must hold only the base device.
@@ -86,7 +87,7 @@ boot() {
     cat "$out" >&2
     fail "boot $cycle ($phase) failed (tests/vm/run exit $rc); console in $out"
   fi
-  grep -E '^powercut-guest: .*(serving|verified|imported|thin_check|GC)' "$out" | sed "s/^/  boot $cycle: /" || true
+  grep -E '^powercut-guest: .*(serving|verified|imported|runs:|thin_check|GC)' "$out" | sed "s/^/  boot $cycle: /" || true
   say "boot $cycle ($phase${cut_ms:+, cut at +$cut_ms ms}): $acked operations acknowledged${v:+, $v verified}"
 }
 
