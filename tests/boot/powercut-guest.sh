@@ -144,14 +144,15 @@ csnap() { ctr_ snapshots --snapshotter thinsnap "$@"; }
 # cdevice_of KEY: the device of containerd's snapshot KEY.
 cdevice_of() { csnap mounts /mnt "$1" | awk 'NR == 1 { print $4 }'; }
 
-# file_sum KEY FILE KIND: sha256 of FILE inside containerd's snapshot KEY (through a View for a
-# committed one).
+# file_sum KEY FILE KIND: sha256 of FILE inside containerd's snapshot KEY (through a child for a
+# committed one: `ctr snapshots prepare` labels it containerd.io/gc.root, while a `ctr snapshots
+# view` carries no label and containerd's GC may remove it before it is read).
 file_sum() {
-  local key=$1 file=$2 kind=$3 dev view=
+  local key=$1 file=$2 kind=$3 dev view= mounts
   if [ "$kind" = Committed ]; then
-    view=verify-view.$cycle
-    csnap view "$view" "$key" >/dev/null || fail "ctr snapshots view $view $key"
-    dev=$(cdevice_of "$view")
+    view=verify.$cycle.$key
+    mounts=$(csnap prepare --mounts "$view" "$key") || fail "ctr snapshots prepare $view $key"
+    dev=$(jq -r '.[0].Source' <<<"$mounts")
   else
     dev=$(cdevice_of "$key")
   fi
@@ -245,6 +246,7 @@ verify() {
     esac
     [ -z "${CONT[$name]+x}" ] || continue
     [[ "$name" =~ ^c\.[0-9]+$ ]] && continue # a container whose run the cut interrupted
+    [[ "$name" =~ ^verify\. ]] && fail "verification snapshot $name left behind"
     [[ "$name" =~ ^[an]\.([0-9]+)\.([0-9]+)$ ]] || fail "unknown snapshot $name"
     k=a.${BASH_REMATCH[1]}.${BASH_REMATCH[2]}
     [ -n "${PREP[$k]:-}" ] && continue
