@@ -2,9 +2,10 @@
 //
 // Startup opens, in order, the metadata store, the pool, the filesystem and
 // the Snapshotter (which reconciles the pool with the store), then binds the
-// socket. SIGTERM/SIGINT stop accepting calls, let in-flight ones finish, and
-// close the Snapshotter and the database before exiting 0. Any startup
-// failure prints one clear line and exits 1.
+// socket and only then tells systemd it is ready (readiness.h). SIGTERM/SIGINT
+// stop accepting calls, let in-flight ones finish, and close the Snapshotter
+// and the database before exiting 0. Any startup failure prints one clear line
+// and exits 1.
 #include <fcntl.h>
 #include <google/protobuf/stubs/logging.h>
 #include <pthread.h>
