@@ -140,6 +140,19 @@ pool_thin_ids() {
 }
 
 cycle_of() { local x=${1#?.}; echo "${x%%.*}"; }
+# want_content KEY: whether to read KEY's content now. Reading costs several ctr calls, so each
+# boot reads what the last workload acknowledged plus a random quarter of the older ones; the
+# final boot reads everything. Existence and kind are checked for every key at every boot.
+content_checks=0
+want_content() {
+  local c
+  c=$(cycle_of "$1")
+  if [ "$phase" = final ] || [ "$c" -ge $((cycle - 1)) ] || [ $((RANDOM % 4)) = 0 ]; then
+    content_checks=$((content_checks + 1))
+    return 0
+  fi
+  return 1
+}
 csnap() { ctr_ snapshots --snapshotter thinsnap "$@"; }
 # cdevice_of KEY: the device of containerd's snapshot KEY.
 cdevice_of() { csnap mounts /mnt "$1" | awk 'NR == 1 { print $4 }'; }
@@ -222,15 +235,21 @@ verify() {
         continue # the Remove of n was in flight at the cut
       fi
       [ "${HAVE[$n]:-}" = Committed ] || fail "commit $n was acknowledged but $n is ${HAVE[$n]:-absent}"
-      [ "$(file_sum "$n" "data.$k" Committed)" = "${COMMIT[$n]}" ] || fail "content of committed $n changed"
+      if want_content "$k"; then
+        [ "$(file_sum "$n" "data.$k" Committed)" = "${COMMIT[$n]}" ] || fail "content of committed $n changed"
+      fi
       COMMITTED[$n]=1
     elif [ -n "${FSYNC[$k]:-}" ]; then
       # The commit may have happened with its reply cut: then n holds the content.
       if [ "${HAVE[$k]:-}" = Active ]; then
         [ -z "${HAVE[$n]:-}" ] || fail "both $k and $n exist"
-        [ "$(file_sum "$k" "data.$k" Active)" = "${FSYNC[$k]}" ] || fail "fsync'd data.$k lost in active $k"
+        if want_content "$k"; then
+          [ "$(file_sum "$k" "data.$k" Active)" = "${FSYNC[$k]}" ] || fail "fsync'd data.$k lost in active $k"
+        fi
       elif [ "${HAVE[$n]:-}" = Committed ]; then
-        [ "$(file_sum "$n" "data.$k" Committed)" = "${FSYNC[$k]}" ] || fail "fsync'd data.$k lost in $n"
+        if want_content "$k"; then
+          [ "$(file_sum "$n" "data.$k" Committed)" = "${FSYNC[$k]}" ] || fail "fsync'd data.$k lost in $n"
+        fi
       else
         fail "$k (fsync'd data acknowledged) is ${HAVE[$k]:-absent} and $n is ${HAVE[$n]:-absent}"
       fi
@@ -258,6 +277,7 @@ verify() {
   for id in "${!CONT[@]}"; do
     ctr_ containers info "$id" >/dev/null || fail "container $id (acknowledged) is gone"
     [ "${HAVE[$id]:-}" = Active ] || fail "container $id's snapshot is ${HAVE[$id]:-absent}"
+    want_content "$id" || continue
     mount -o ro "$(cdevice_of "$id")" "$W/mnt" || fail "mount $id's snapshot"
     [ "$(cat "$W/mnt/fsynced.txt" 2>/dev/null)" = "${CONT[$id]}" ] ||
       fail "container $id's fsync'd file: want ${CONT[$id]}, got $(cat "$W/mnt/fsynced.txt" 2>&1)"
@@ -266,7 +286,7 @@ verify() {
   # The image imported before the cut is still complete; container (below) runs it.
   ctr_ images check | awk -v r="$ref" '$1 == r && /complete/ { f = 1 } END { exit !f }' ||
     fail "image $ref is not complete after the cut"
-  say "verified $verified acknowledged operations (${#COMMIT[@]} commits, ${#RM[@]} removes, ${#FSYNC[@]} fsync'd writes, ${#CONT[@]} containers)"
+  say "verified $verified acknowledged operations (${#COMMIT[@]} commits, ${#RM[@]} removes, ${#FSYNC[@]} fsync'd writes, ${#CONT[@]} containers; $content_checks contents read)"
   echo "VERIFIED-ACKS $verified"
 }
 
