@@ -3,10 +3,11 @@
 // Startup claims root_dir (daemon/root_dir.h), then opens, in order, the
 // pool, the metadata store, the filesystem and the Snapshotter (which
 // reconciles the pool with the store), starts /metrics if metrics_address is
-// set, then binds the socket. SIGTERM/SIGINT stop accepting calls, let
-// in-flight ones finish, and close the Snapshotter and the database before
-// exiting 0. Any startup failure prints one clear line, removes what this
-// start created in root_dir, and exits 1.
+// set, then binds the socket and only then tells systemd it is ready
+// (readiness.h). SIGTERM/SIGINT stop accepting calls, let in-flight ones
+// finish, and close the Snapshotter and the database before exiting 0. Any
+// startup failure prints one clear line, removes what this start created in
+// root_dir, and exits 1.
 #include <google/protobuf/stubs/logging.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,6 +23,7 @@
 
 #include "daemon/config.h"
 #include "daemon/root_dir.h"
+#include "daemon/readiness.h"
 #include "dm_pool.h"
 #include "filesystem.h"
 #include "metrics/metrics.h"
@@ -106,10 +108,15 @@ int Serve(const Config& config, RootDirClaim& claim, const sigset_t& stop_signal
     return Fail(server.status().Annotate("start server"));
   }
   claim.Keep();
+  // Only now: the reconciliation is done and the socket serves (readiness.h).
+  if (Status notified = NotifyReady(config.socket); !notified.ok()) {
+    spdlog::warn("{}", notified.ToString());
+  }
 
   int signal_number = 0;
   sigwait(&stop_signals, &signal_number);
   spdlog::info("received {}, shutting down", strsignal(signal_number));
+  if (Status notified = NotifyStopping(); !notified.ok()) spdlog::warn("{}", notified.ToString());
   (*server)->Shutdown(kShutdownGrace);
   if (metrics) metrics->Stop();  // scrapes read the pool and the store
   (*snapshotter)->Close();

@@ -24,6 +24,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strconv"
+	"sync"
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
@@ -303,9 +305,82 @@ func listSnapshots(args []string) error {
 	})
 }
 
+func populate(args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("usage: populate SOCKET N")
+	}
+	total, err := strconv.Atoi(args[1])
+	if err != nil || total < 20 {
+		return fmt.Errorf("N must be a number >= 20, got %q", args[1])
+	}
+	ctx := context.Background()
+	conn, err := grpc.DialContext(ctx, dialer.DialAddress(args[0]),
+		grpc.WithInsecure(), grpc.WithBlock(), grpc.WithContextDialer(dialer.ContextDialer))
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", args[0], err)
+	}
+	defer conn.Close()
+	sn := proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "thinsnap")
+	half := total / 2
+	// run calls f(i) for i in [0, n) on `workers` goroutines; the first error wins.
+	run := func(n, workers int, f func(i int) error) error {
+		var mu sync.Mutex
+		var first error
+		var wg sync.WaitGroup
+		next := make(chan int)
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range next {
+					if err := f(i); err != nil {
+						mu.Lock()
+						if first == nil {
+							first = err
+						}
+						mu.Unlock()
+					}
+				}
+			}()
+		}
+		for i := 0; i < n; i++ {
+			next <- i
+		}
+		close(next)
+		wg.Wait()
+		return first
+	}
+	// Layer i is the child of layer i-10: ten chains grow side by side.
+	if err := run(10, 10, func(chain int) error {
+		parent := ""
+		for i := chain; i < half; i += 10 {
+			key, name := fmt.Sprintf("p%d", i), fmt.Sprintf("l%d", i)
+			if _, err := sn.Prepare(ctx, key, parent); err != nil {
+				return fmt.Errorf("prepare %s: %w", key, err)
+			}
+			if err := sn.Commit(ctx, name, key); err != nil {
+				return fmt.Errorf("commit %s: %w", name, err)
+			}
+			parent = name
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	return run(total-half, 8, func(i int) error {
+		parent := fmt.Sprintf("l%d", i%half)
+		if i%10 == 9 {
+			_, err := sn.View(ctx, fmt.Sprintf("v%d", i), parent)
+			return err
+		}
+		_, err := sn.Prepare(ctx, fmt.Sprintf("a%d", i), parent)
+		return err
+	})
+}
+
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: e2etool mkimage|getxattr|snapshots ...")
+		fmt.Fprintln(os.Stderr, "usage: e2etool mkimage|getxattr|snapshots|populate ...")
 		os.Exit(2)
 	}
 	var err error
@@ -316,6 +391,8 @@ func main() {
 		err = getxattr(os.Args[2:])
 	case "snapshots":
 		err = listSnapshots(os.Args[2:])
+	case "populate":
+		err = populate(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
