@@ -454,9 +454,17 @@ Status Snapshotter::Cleanup() {
 }
 
 void Snapshotter::Close() {
-  std::unique_lock lock(impl_->life_mu);
-  impl_->closed = true;
-  impl_->life_cv.wait(lock, [&] { return impl_->in_flight == 0; });
+  {
+    std::unique_lock lock(impl_->life_mu);
+    if (impl_->closed) return;
+    impl_->closed = true;
+    impl_->life_cv.wait(lock, [&] { return impl_->in_flight == 0; });
+  }
+  // Removals already answered leave the pool now, not at the next start: a
+  // clean shutdown leaves no device of a removed snapshot behind.
+  if (impl_->opts.async_remove) return;
+  auto left = impl_->reclaimer.RunPass();
+  if (!left.ok()) spdlog::warn("reclaim at shutdown: {}", left.status().ToString());
 }
 
 }  // namespace thinsnap

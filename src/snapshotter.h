@@ -83,7 +83,8 @@ class Snapshotter {
   // Reclaims the devices of every removed snapshot now, in the caller's
   // thread (Remove leaves that to a background worker, reclaimer.h).
   Status Cleanup();
-  // Waits for in-flight operations; later calls return Unavailable.
+  // Waits for in-flight operations, then finishes the removals already
+  // answered (unless async_remove); later calls return Unavailable.
   void Close();
 
   // What the reconciliation in Open repaired and how long it took (for

@@ -22,8 +22,8 @@
 #include <string>
 
 #include "daemon/config.h"
-#include "daemon/root_dir.h"
 #include "daemon/readiness.h"
+#include "daemon/root_dir.h"
 #include "dm_pool.h"
 #include "filesystem.h"
 #include "metrics/metrics.h"

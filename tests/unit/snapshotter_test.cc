@@ -238,6 +238,15 @@ TEST_F(SnapshotterTest, RemoveDiscardsTheDeviceBeforeDeletingIt) {
   EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
 }
 
+TEST_F(SnapshotterTest, CloseFinishesAnsweredRemovals) {
+  MustPrepare("a");
+  MustCommit("layer", "a");
+  ASSERT_TRUE(snap_->Remove("layer").ok());
+  snap_->Close();
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
+  EXPECT_EQ(snap_->Stat("layer").status().code(), Code::kUnavailable);
+}
+
 TEST_F(SnapshotterTest, DiscardsOffDeletesWithoutDiscarding) {
   SnapshotterOptions opts;
   opts.discard_unused_blocks = false;
