@@ -168,7 +168,16 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   THINSNAP_RETURN_IF_ERROR(ValidateLabels(labels));
   auto requested = RequestedSize(labels, opts.max_snapshot_size_bytes);
   if (!requested.ok()) return requested.status();
-  THINSNAP_RETURN_IF_ERROR(CheckFreeSpace());
+  Status space = CheckFreeSpace();
+  if (space.code() == Code::kResourceExhausted && !opts.async_remove) {
+    // Removed snapshots may still hold the space on its way back through the
+    // background reclaimer: take it back now and look again, so that a
+    // Remove followed by a Prepare on a full pool works as a user expects.
+    auto left = reclaimer.RunPass();
+    if (!left.ok()) spdlog::warn("reclaim before prepare: {}", left.status().ToString());
+    space = CheckFreeSpace();
+  }
+  THINSNAP_RETURN_IF_ERROR(space);
 
   auto id = ids.Allocate();
   if (!id.ok()) return id.status();

@@ -111,9 +111,11 @@ daemon_start() {
 
 # run_thinsnap [LABEL [THINSNAPD_ARGS...]]
 run_thinsnap() {
-  local name=bench-ts-$$ label=${1:-thinsnap}
+  local label=${1:-thinsnap}
   shift || true
-  pool_create "$work/ts-pool" "$name"
+  # A pool per run: the discard and max-size modes run twice in one VM.
+  local name=bench-ts-$$-$label pool_dir=$work/ts-pool-$label
+  pool_create "$pool_dir" "$name"
   daemon_start thinsnapd "$name" "$@"
   daemon_pid=$started_pid
   "$bench" -label "$label" -socket "$work/thinsnapd.sock" "${bench_args[@]}" ||
@@ -128,7 +130,7 @@ run_thinsnap() {
     grep '\[warning\]\|\[error\]' "$work/thinsnapd.log" | head -n 20
   fi
   # Nothing may be left active once thinsnapd has exited cleanly.
-  pool_destroy "$work/ts-pool"
+  pool_destroy "$pool_dir"
 }
 
 run_metrics() {
