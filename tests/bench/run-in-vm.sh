@@ -116,6 +116,7 @@ run_thinsnap() {
   # A pool per run: the discard and max-size modes run twice in one VM.
   local name=bench-ts-$$-$label pool_dir=$work/ts-pool-$label
   pool_create "$pool_dir" "$name"
+  rm -rf "$work/thinsnapd-root"  # a fresh thinsnapd for the fresh pool
   daemon_start thinsnapd "$name" "$@"
   daemon_pid=$started_pid
   "$bench" -label "$label" -socket "$work/thinsnapd.sock" "${bench_args[@]}" ||
