@@ -277,6 +277,7 @@ TEST_F(SnapshotterVmTest, TwoHundredSnapshotsLeakNoThinId) {
   }
   EXPECT_EQ(PoolIds().size(), 1u + 1u + 200u);  // base device, "base", 200 snapshots
   RemoveAll();
+  ASSERT_TRUE(snap_->Cleanup().ok());  // waits for the background reclaim
   EXPECT_EQ(PoolIds().size(), 1u);
 }
 
