@@ -83,6 +83,8 @@ if [ "$soak_status" -ne 0 ]; then
   tail -n 50 "$work/thinsnapd.log"
   fail "thinsnap_soak exited $soak_status"
 fi
+# Removals finish in the background; Cleanup returns once they are done.
+"$ctl" --socket "$socket" cleanup || fail "thinsnapctl cleanup"
 check_clean "thinsnapd serving"
 
 kill -TERM "$daemon_pid"
