@@ -58,22 +58,19 @@ Result<bool> PoolAutoextender::CheckOnce() {
   const uint64_t block = st->data_block_bytes;
   const uint64_t data = st->data_total_blocks * block;
   const uint64_t meta = st->meta_total_blocks * kMetaBlockBytes;
+  const bool data_due =
+      UsedPercent(st->data_used_blocks, st->data_total_blocks) >= options_.threshold_percent;
   uint64_t new_data = data, new_meta = meta;
-  if (UsedPercent(st->data_used_blocks, st->data_total_blocks) >= options_.threshold_percent) {
-    new_data = Grown(data, options_.grow_percent, block, options_.max_data_bytes);
-  }
+  if (data_due) new_data = Grown(data, options_.grow_percent, block, options_.max_data_bytes);
   if (UsedPercent(st->meta_used_blocks, st->meta_total_blocks) >= options_.threshold_percent) {
     new_meta = Grown(meta, options_.grow_percent, kMetaBlockBytes, kMaxPoolMetadataBytes);
   }
   if (new_data <= data && new_meta <= meta) {
-    if (new_data < data || data >= options_.max_data_bytes) {
-      const bool due =
-          UsedPercent(st->data_used_blocks, st->data_total_blocks) >= options_.threshold_percent;
-      if (due) {
-        spdlog::warn("autoextend: pool {} is at its maximum of {} bytes of data; not growing",
-                     pool_.name(), options_.max_data_bytes);
-        gave_up_ = true;
-      }
+    // Due but capped: the data is at its maximum.
+    if (data_due) {
+      spdlog::warn("autoextend: pool {} is at its maximum of {} bytes of data; not growing",
+                   pool_.name(), options_.max_data_bytes);
+      gave_up_ = true;
     }
     return false;
   }
