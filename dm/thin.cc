@@ -167,11 +167,6 @@ Status SendDelete(const std::string& pool, uint32_t id) {
   return SendMessage(pool, "delete " + std::to_string(id));
 }
 
-Status SendSetTransactionId(const std::string& pool, uint64_t expected, uint64_t next) {
-  return SendMessage(pool,
-                     "set_transaction_id " + std::to_string(expected) + " " + std::to_string(next));
-}
-
 Status SendReserveMetadataSnap(const std::string& pool) {
   return SendMessage(pool, "reserve_metadata_snap");
 }

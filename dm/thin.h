@@ -75,8 +75,6 @@ Status SendCreateThin(const std::string& pool, uint32_t id);
 Status SendCreateSnap(const std::string& pool, uint32_t id, uint32_t origin);
 // NotFound (ENODATA) if missing; Unavailable (EBUSY) if active.
 Status SendDelete(const std::string& pool, uint32_t id);
-// InvalidArgument (EINVAL) if the current transaction id is not `expected`.
-Status SendSetTransactionId(const std::string& pool, uint64_t expected, uint64_t next);
 // Hold / release a metadata snapshot that thin_ls --metadata-snap can read.
 Status SendReserveMetadataSnap(const std::string& pool);
 Status SendReleaseMetadataSnap(const std::string& pool);

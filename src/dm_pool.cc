@@ -123,11 +123,6 @@ class DmPool final : public ThinPool {
     return dm::SendDelete(name_, id);
   }
 
-  Status SetTransactionId(uint64_t expected, uint64_t next) override {
-    std::lock_guard<std::mutex> lock(msg_mu_);
-    return dm::SendSetTransactionId(name_, expected, next);
-  }
-
   // Concurrent callers share readings, so a burst of Prepares (each checks
   // free space) costs one or two status ioctls instead of one each. A caller
   // only takes a reading that started after it called, so it never sees

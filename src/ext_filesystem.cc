@@ -212,6 +212,11 @@ void AddBlocks(std::vector<ByteRange>& ranges, uint64_t block_bytes, blk64_t fir
 }
 
 // Runs of free blocks in the block bitmap.
+// A superblock timestamp: 32 bits, and 8 more above them since ext4 1.43.
+int64_t SuperblockTime(uint32_t low, uint8_t high) {
+  return static_cast<int64_t>(low) | (static_cast<int64_t>(high) << 32);
+}
+
 Status FreeBlockRanges(ext2_filsys fs, std::vector<ByteRange>& out) {
   errcode_t err = ext2fs_read_block_bitmap(fs);
   if (err != 0) return Ext2Status(err, "read block bitmap");
@@ -355,12 +360,16 @@ class ExtFilesystem : public Filesystem {
     return fs.Close();
   }
 
-  Result<std::vector<ByteRange>> UnusedRanges(const std::string& device,
-                                              uint64_t align_bytes) override {
+  Result<std::vector<ByteRange>> UnusedRanges(const std::string& device, uint64_t align_bytes,
+                                              int64_t changed_since) override {
     if (align_bytes == 0) return Status::InvalidArgument("alignment must be positive");
     Ext2Handle fs;
     THINSNAP_RETURN_IF_ERROR(fs.Open(device, 0));
     std::vector<ByteRange> ranges;
+    if (SuperblockTime(fs.get()->super->s_mtime, fs.get()->super->s_mtime_hi) < changed_since &&
+        SuperblockTime(fs.get()->super->s_wtime, fs.get()->super->s_wtime_hi) < changed_since) {
+      return ranges;
+    }
     THINSNAP_RETURN_IF_ERROR(FreeBlockRanges(fs.get(), ranges));
     THINSNAP_RETURN_IF_ERROR(IdleJournalRanges(fs.get(), ranges));
     std::sort(ranges.begin(), ranges.end(),

@@ -34,8 +34,14 @@ class Filesystem {
   // (after a clean unmount). Ranges are shrunk to multiples of `align_bytes`
   // (the pool's block: a thin device can only unmap whole blocks); what is
   // left empty is dropped.
+  // A filesystem that was neither mounted nor written at or after
+  // `changed_since` (unix seconds; its superblock's mount and write times say)
+  // has freed nothing since, so it has no ranges to give: a new snapshot
+  // starts with its parent's blocks, which the parent's commit trimmed. This
+  // spares reading every bitmap of a layer nobody wrote.
   virtual Result<std::vector<ByteRange>> UnusedRanges(const std::string& device,
-                                                      uint64_t align_bytes) = 0;
+                                                      uint64_t align_bytes,
+                                                      int64_t changed_since) = 0;
   // Grows the unmounted filesystem on `device` to fill the device, which was
   // enlarged from `old_bytes`: everything past `old_bytes` reads as zeros (a
   // thin device's new range), so, as Format, it leaves the kernel nothing to

@@ -5,7 +5,7 @@
 // device-mapper thin-pool through libdevmapper; tests use an in-memory fake.
 //
 // Thread safety: implementations must be safe to call from many threads. Pool
-// messages (CreateThin/CreateSnap/Delete/SetTransactionId) may be serialised
+// messages (CreateThin/CreateSnap/Delete) may be serialised
 // internally; activation and deactivation of different ids must not be.
 #pragma once
 
@@ -65,9 +65,6 @@ class ThinPool {
   // NotFound (ENODATA) if `id` does not exist; Unavailable (EBUSY) if it is
   // still active.
   virtual Status Delete(ThinId id) = 0;
-  // Compare-and-set of the pool's transaction id. InvalidArgument (EINVAL) if
-  // the current id is not `expected`.
-  virtual Status SetTransactionId(uint64_t expected, uint64_t next) = 0;
 
   virtual Result<PoolStatus> QueryStatus() = 0;
 

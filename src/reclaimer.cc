@@ -6,7 +6,12 @@
 
 namespace thinsnap {
 
-Status ReclaimThin(ThinPool& pool, PoolTransactions& tx, ThinId id, const ReclaimOptions& options) {
+Status DeleteIfPresent(ThinPool& pool, ThinId id) {
+  Status st = pool.Delete(id);
+  return st.code() == Code::kNotFound ? Status::Ok() : st;
+}
+
+Status ReclaimThin(ThinPool& pool, ThinId id, const ReclaimOptions& options) {
   if (options.discard) {
     Status discarded = pool.DiscardAll(id, options.span_bytes);
     // Open: someone still uses the device; a later pass retries. Any other
@@ -21,21 +26,23 @@ Status ReclaimThin(ThinPool& pool, PoolTransactions& tx, ThinId id, const Reclai
   }
   THINSNAP_RETURN_IF_ERROR(pool.DeactivateForDelete(id));
   THINSNAP_FAILPOINT("remove.after_deactivate");
-  THINSNAP_RETURN_IF_ERROR(tx.Delete(id));
+  THINSNAP_RETURN_IF_ERROR(DeleteIfPresent(pool, id));
   THINSNAP_FAILPOINT("remove.after_delete");
   return Status::Ok();
 }
 
-Status TrimUnused(ThinPool& pool, Filesystem& fs, ThinId id) {
+Status TrimUnused(ThinPool& pool, Filesystem& fs, ThinId id, int64_t created_ns) {
   const std::string device = pool.DevicePath(id);
-  return pool.DiscardUnused(id, [&] { return fs.UnusedRanges(device, pool.block_bytes()); });
+  // Seconds, rounded down: a mount within the creation's second counts.
+  const int64_t since = created_ns / 1'000'000'000;
+  return pool.DiscardUnused(id,
+                            [&] { return fs.UnusedRanges(device, pool.block_bytes(), since); });
 }
 
-Reclaimer::Reclaimer(Store& store, ThinPool& pool, PoolTransactions& tx, ThinIdLocks& locks,
-                     ReclaimOptions options, std::function<void(ThinId)> released)
+Reclaimer::Reclaimer(Store& store, ThinPool& pool, ThinIdLocks& locks, ReclaimOptions options,
+                     std::function<void(ThinId)> released)
     : store_(store),
       pool_(pool),
-      tx_(tx),
       locks_(locks),
       options_(options),
       released_(std::move(released)) {}
@@ -85,7 +92,7 @@ Result<int> Reclaimer::RunPass() {
     Status st;
     {
       ThinIdLocks::Hold hold(locks_, intent.thin_id);
-      st = ReclaimThin(pool_, tx_, intent.thin_id, options_);
+      st = ReclaimThin(pool_, intent.thin_id, options_);
     }
     if (st.ok()) st = store_.FinishIntent(intent.id);
     if (!st.ok()) {

@@ -24,7 +24,6 @@
 #include "base/status.h"
 #include "filesystem.h"
 #include "pool.h"
-#include "pool_transactions.h"
 #include "store.h"
 #include "thin_ids.h"
 
@@ -40,21 +39,26 @@ struct ReclaimOptions {
   uint64_t span_bytes = 1ull << 40;
 };
 
+// Deletes `id` from the pool; an id that is already gone is not an error: the
+// goal is reached (a delete may be retried after a crash).
+Status DeleteIfPresent(ThinPool& pool, ThinId id);
+
 // Removes `id` from the pool for good: discard (if enabled), deactivate,
 // delete. A missing id is not an error.
-Status ReclaimThin(ThinPool& pool, PoolTransactions& tx, ThinId id, const ReclaimOptions& options);
+Status ReclaimThin(ThinPool& pool, ThinId id, const ReclaimOptions& options);
 
 // Discards what the unmounted filesystem on active device `id` does not use
 // (free blocks, an idle journal), so a committed layer keeps only blocks that
 // hold data: the journal alone is otherwise one more copy per layer. Unavailable
-// if the device is mounted; nothing is discarded then.
-Status TrimUnused(ThinPool& pool, Filesystem& fs, ThinId id);
+// if the device is mounted; nothing is discarded then. A filesystem untouched
+// since the snapshot's creation (`created_ns`) is left alone: see UnusedRanges.
+Status TrimUnused(ThinPool& pool, Filesystem& fs, ThinId id, int64_t created_ns);
 
 class Reclaimer {
  public:
   // `released` is told each thin id once it is gone from the pool.
-  Reclaimer(Store& store, ThinPool& pool, PoolTransactions& tx, ThinIdLocks& locks,
-            ReclaimOptions options, std::function<void(ThinId)> released);
+  Reclaimer(Store& store, ThinPool& pool, ThinIdLocks& locks, ReclaimOptions options,
+            std::function<void(ThinId)> released);
   // Stops the background worker after the pass it is in.
   ~Reclaimer();
 
@@ -73,7 +77,6 @@ class Reclaimer {
 
   Store& store_;
   ThinPool& pool_;
-  PoolTransactions& tx_;
   ThinIdLocks& locks_;
   const ReclaimOptions options_;
   const std::function<void(ThinId)> released_;

@@ -48,7 +48,7 @@ Status Reconciler::UndoIntents(bool repair, ReconcileReport* report) {
       ++report->unfinished_deletes;
     }
     if (!repair) continue;
-    Status st = ReclaimThin(pool_, tx_, intent.thin_id, reclaim_);
+    Status st = ReclaimThin(pool_, intent.thin_id, reclaim_);
     if (!st.ok()) {
       report->problems.push_back("thin id " + std::to_string(intent.thin_id) + ": " +
                                  st.ToString());
@@ -76,7 +76,7 @@ Status Reconciler::DeleteOrphans(bool repair, ReconcileReport* report) {
     // Record first, so a crash during the delete is finished next time.
     auto intent = store_.RecordDelete(id);
     if (!intent.ok()) return intent.status();
-    Status st = ReclaimThin(pool_, tx_, id, reclaim_);
+    Status st = ReclaimThin(pool_, id, reclaim_);
     if (!st.ok()) {
       report->problems.push_back("orphan " + std::to_string(id) + ": " + st.ToString());
       continue;

@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "pool.h"
-#include "pool_transactions.h"
 #include "reclaimer.h"
 #include "store.h"
 
@@ -40,8 +39,8 @@ struct ReconcileReport {
 class Reconciler {
  public:
   // Thin ids are taken out of the pool as the reclaimer would (`reclaim`).
-  Reconciler(Store& store, ThinPool& pool, PoolTransactions& transactions, ReclaimOptions reclaim)
-      : store_(store), pool_(pool), tx_(transactions), reclaim_(reclaim) {}
+  Reconciler(Store& store, ThinPool& pool, ReclaimOptions reclaim)
+      : store_(store), pool_(pool), reclaim_(reclaim) {}
 
   Result<ReconcileReport> Run(bool repair);
 
@@ -52,7 +51,6 @@ class Reconciler {
 
   Store& store_;
   ThinPool& pool_;
-  PoolTransactions& tx_;
   const ReclaimOptions reclaim_;
 };
 

@@ -7,7 +7,6 @@
 
 #include "base/failpoint.h"
 #include "filter.h"
-#include "pool_transactions.h"
 #include "reclaimer.h"
 #include "reconciler.h"
 #include "size_label.h"
@@ -35,8 +34,7 @@ struct Snapshotter::Impl {
         pool(std::move(p)),
         fs(std::move(f)),
         opts(o),
-        tx(*pool),
-        reclaimer(*store, *pool, tx, id_locks, ReclaimOptionsOf(o),
+        reclaimer(*store, *pool, id_locks, ReclaimOptionsOf(o),
                   [this](ThinId id) { ids.Release(id); }),
         autoextender(*pool, o.autoextend) {}
 
@@ -78,7 +76,6 @@ struct Snapshotter::Impl {
   std::unique_ptr<ThinPool> pool;
   std::unique_ptr<Filesystem> fs;
   const SnapshotterOptions opts;
-  PoolTransactions tx;
   ThinIdAllocator ids;
   ThinIdLocks id_locks;
   BaseDevice base;
@@ -137,7 +134,7 @@ Status Snapshotter::Impl::EnsureBase() {
   spdlog::info("creating base device (thin id {}, {} bytes, {})", *id, fresh.size_bytes,
                fresh.fs_type);
   THINSNAP_FAILPOINT("base.after_intent");
-  THINSNAP_RETURN_IF_ERROR(tx.CreateThin(*id).Annotate("create base device"));
+  THINSNAP_RETURN_IF_ERROR(pool->CreateThin(*id).Annotate("create base device"));
   THINSNAP_FAILPOINT("base.after_create");
   THINSNAP_RETURN_IF_ERROR(pool->Activate(*id, fresh.size_bytes, Access::kReadWrite));
   Status formatted = fs->Format(pool->DevicePath(*id));
@@ -199,7 +196,7 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   // Each step runs only if all before it succeeded; failpoints sit between
   // them so crash tests can stop the process at every instant.
   Status st = failpoint::Hit("create.after_intent");
-  if (st.ok()) st = tx.CreateSnap(*id, origin);
+  if (st.ok()) st = pool->CreateSnap(*id, origin);
   if (st.ok()) st = failpoint::Hit("create.after_snap");
   if (st.ok() && grow) st = GrowDevice(*id, origin_size, pending->size_bytes, access);
   if (st.ok()) st = pool->Activate(*id, pending->size_bytes, access);
@@ -210,7 +207,7 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
     // the key is still released and the thin id handed to a delete intent,
     // which Cleanup retries; the id stays reserved until then.
     Status undo = pool->DeactivateForDelete(*id);
-    if (undo.ok()) undo = tx.Delete(*id);
+    if (undo.ok()) undo = DeleteIfPresent(*pool, *id);
     Status forgot = store->AbortCreate(*pending);
     if (undo.ok() && forgot.ok()) {
       ids.Release(*id);
@@ -276,7 +273,7 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
         "; repair it (thin_check/thin_repair) before starting thinsnap");
   }
 
-  Reconciler reconciler(*impl->store, *impl->pool, impl->tx, Impl::ReclaimOptionsOf(options));
+  Reconciler reconciler(*impl->store, *impl->pool, Impl::ReclaimOptionsOf(options));
   const auto reconcile_start = std::chrono::steady_clock::now();
   auto report = reconciler.Run(/*repair=*/true);
   if (!report.ok()) return report.status().Annotate("reconcile");
@@ -353,7 +350,7 @@ Status Snapshotter::Commit(const std::string& name, const std::string& key, cons
   ThinPool& pool = *impl_->pool;
   if (impl_->opts.discard_unused_blocks) {
     // Still mounted (deferred removal below): nothing is trimmed.
-    Status trimmed = TrimUnused(pool, *impl_->fs, r->thin_id);
+    Status trimmed = TrimUnused(pool, *impl_->fs, r->thin_id, r->info.created_ns);
     if (!trimmed.ok()) spdlog::info("commit {}: unused blocks kept: {}", key, trimmed.ToString());
   }
   // Measure while the device is still active and quiescent.

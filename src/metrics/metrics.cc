@@ -198,7 +198,6 @@ class MeteredPool final : public ThinPool {
         create_thin_(duration, errors, "create_thin"),
         create_snap_(duration, errors, "create_snap"),
         delete_(duration, errors, "delete"),
-        set_transaction_id_(duration, errors, "set_transaction_id"),
         status_(duration, errors, "status"),
         list_thin_ids_(duration, errors, "list_thin_ids"),
         activate_(duration, errors, "activate"),
@@ -221,9 +220,6 @@ class MeteredPool final : public ThinPool {
   }
   Status Delete(ThinId id) override {
     return delete_.Time([&] { return pool_->Delete(id); });
-  }
-  Status SetTransactionId(uint64_t expected, uint64_t next) override {
-    return set_transaction_id_.Time([&] { return pool_->SetTransactionId(expected, next); });
   }
   Result<PoolStatus> QueryStatus() override {
     return status_.Time([&] { return pool_->QueryStatus(); });
@@ -262,7 +258,7 @@ class MeteredPool final : public ThinPool {
 
  private:
   const std::unique_ptr<ThinPool> pool_;
-  OpSeries create_thin_, create_snap_, delete_, set_transaction_id_, status_, list_thin_ids_,
+  OpSeries create_thin_, create_snap_, delete_, status_, list_thin_ids_,
       activate_, deactivate_, deactivate_for_delete_, list_active_, mapped_bytes_, list_usage_,
       discard_all_, discard_unused_, grow_;
 };

@@ -5,9 +5,11 @@
 #
 #   tests/vm/run -- tests/bench/run-in-vm.sh BUILD_DIR [thinsnap|devmapper|both|metrics] [-- PROXYBENCH_ARGS...]
 #
-# thinsnap (default): a loop pool made with `thinsnapctl pool create --loop`,
-# thinsnapd on it (root dir and socket in the guest's /tmp), the bench, then
-# a clean daemon exit and pool teardown. devmapper: the same bench against
+# thinsnap (default): a loop pool made with `thinsnapctl pool create --loop`;
+# first the kernel's floor on it (dm_floor_bench: the same operations with
+# libdevmapper alone), then thinsnapd on it (root dir and socket in the
+# guest's /tmp), the bench, which prints its figures beside the targets set
+# against that floor, then a clean daemon exit and pool teardown. devmapper: the same bench against
 # containerd's own devmapper snapshotter, served in-process by proxybench on a
 # pool of its own. both: one after the other, for a side-by-side reading.
 # metrics: the overhead of metrics_address: two thinsnapds on two identical
@@ -44,8 +46,9 @@ ctl=$build/tools/thinsnapctl
 # THINSNAP_BENCH_DAEMON picks another thinsnapd binary, for before/after comparisons.
 thinsnapd=${THINSNAP_BENCH_DAEMON:-$build/src/daemon/thinsnapd}
 bench=$build/tests/bench/proxybench/proxybench
-for bin in "$ctl" "$thinsnapd" "$bench"; do
-  [ -x "$bin" ] || fail "$bin not built (targets thinsnapctl thinsnapd proxybench_bin)"
+floor=$build/tests/bench/dm_floor_bench
+for bin in "$ctl" "$thinsnapd" "$bench" "$floor"; do
+  [ -x "$bin" ] || fail "$bin not built (targets thinsnapctl thinsnapd proxybench_bin dm_floor_bench)"
 done
 
 work=$(mktemp -d /tmp/thinsnap-bench.XXXXXX)
@@ -109,17 +112,22 @@ daemon_start() {
   started_pid=$pid
 }
 
-# run_thinsnap [LABEL [THINSNAPD_ARGS...]]
+# run_thinsnap [LABEL [THINSNAPD_ARGS...]]; with floor=1, the kernel's floor first, on the same pool.
 run_thinsnap() {
   local label=${1:-thinsnap}
   shift || true
   # A pool per run: the discard and max-size modes run twice in one VM.
   local name=bench-ts-$$-$label pool_dir=$work/ts-pool-$label
+  local -a targets=()
   pool_create "$pool_dir" "$name"
+  if [ "${floor_first:-0}" = 1 ]; then
+    "$floor" --pool "$name" --out "$work/floor.txt" || fail "dm_floor_bench on $name"
+    targets=(-floor "$work/floor.txt")
+  fi
   rm -rf "$work/thinsnapd-root"  # a fresh thinsnapd for the fresh pool
   daemon_start thinsnapd "$name" "$@"
   daemon_pid=$started_pid
-  "$bench" -label "$label" -socket "$work/thinsnapd.sock" "${bench_args[@]}" ||
+  "$bench" -label "$label" -socket "$work/thinsnapd.sock" "${targets[@]}" "${bench_args[@]}" ||
     fail "proxybench against thinsnapd"
   local pid=$daemon_pid rc=0
   daemon_pid=
@@ -182,7 +190,7 @@ run_devmapper() {
 
 log "proxybench mode $mode, $(nproc) CPUs"
 case "$mode" in
-  thinsnap) run_thinsnap ;;
+  thinsnap) floor_first=1 run_thinsnap ;;
   devmapper) run_devmapper ;;
   both)
     run_thinsnap

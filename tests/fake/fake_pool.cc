@@ -80,7 +80,6 @@ class FakePoolState final : public FakePoolControl {
   std::map<ThinId, std::vector<ByteRange>> discarded_ranges;
   std::map<ThinId, Device> devices;
   std::map<ThinId, Active> active;
-  uint64_t transaction_id = 0;
   uint64_t data_used = 0;
   uint64_t data_total = 1 << 20;
   bool needs_check = false;
@@ -118,16 +117,9 @@ class FakePool final : public ThinPool {
     s_->devices.erase(id);
     return Status::Ok();
   }
-  Status SetTransactionId(uint64_t expected, uint64_t next) override {
-    std::lock_guard lock(s_->mu);
-    if (s_->transaction_id != expected) return Status::FromErrno(EINVAL, "set_transaction_id");
-    s_->transaction_id = next;
-    return Status::Ok();
-  }
   Result<PoolStatus> QueryStatus() override {
     std::lock_guard lock(s_->mu);
     PoolStatus st;
-    st.transaction_id = s_->transaction_id;
     st.data_block_bytes = 64 << 10;
     st.data_used_blocks = s_->data_used;
     st.data_total_blocks = s_->data_total;
@@ -219,7 +211,8 @@ class FakeFilesystem final : public Filesystem {
   Status Format(const std::string&) override { return Status::Ok(); }
   Result<int64_t> InodesUsed(const std::string&) override { return int64_t{11}; }
   Status Grow(const std::string&, uint64_t) override { return Status::Ok(); }
-  Result<std::vector<ByteRange>> UnusedRanges(const std::string&, uint64_t align) override {
+  Result<std::vector<ByteRange>> UnusedRanges(const std::string&, uint64_t align,
+                                              int64_t) override {
     return std::vector<ByteRange>{{align, 4 * align}};
   }
 

@@ -1,6 +1,6 @@
 // In-memory fakes of ThinPool and Filesystem for unit tests and benchmarks.
 // They model the kernel's rules that the snapshotter depends on (EEXIST,
-// ENODATA, EBUSY on delete of an active device, transaction-id CAS) but no
+// ENODATA, EBUSY on delete of an active device) but no
 // data. Never shipped as a backend.
 #pragma once
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ctime>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -200,7 +201,7 @@ TEST_F(ExtFilesystemTest, UnusedRangesAreAlignedFreeSpaceAndTheIdleJournal) {
   auto fs = MakeExtFilesystem("ext4", {});
   ASSERT_TRUE(fs->Format(image_).ok());
   constexpr uint64_t kAlign = 64 << 10;
-  auto ranges = fs->UnusedRanges(image_, kAlign);
+  auto ranges = fs->UnusedRanges(image_, kAlign, /*changed_since=*/0);
   ASSERT_TRUE(ranges.ok()) << ranges.status().ToString();
   ASSERT_FALSE(ranges->empty());
   uint64_t total = 0, last_end = 0;
@@ -224,6 +225,22 @@ TEST_F(ExtFilesystemTest, UnusedRangesAreAlignedFreeSpaceAndTheIdleJournal) {
   EXPECT_LT(total, 512ull << 20);
   // The blocks in use (superblock, group descriptors, root) are never named.
   EXPECT_GT(ranges->front().offset, 0u);
+}
+
+// A snapshot taken after the filesystem's last mount and write has freed
+// nothing of its own: there is nothing to read, and nothing to give back.
+TEST_F(ExtFilesystemTest, NoUnusedRangesWhenUntouchedSince) {
+  MakeSparseImage(image_, 64 << 20);
+  auto fs = MakeExtFilesystem("ext4", {});
+  ASSERT_TRUE(fs->Format(image_).ok());
+  const int64_t later = time(nullptr) + 60;
+  auto ranges = fs->UnusedRanges(image_, 64 << 10, later);
+  ASSERT_TRUE(ranges.ok()) << ranges.status().ToString();
+  EXPECT_TRUE(ranges->empty());
+  // Written since (the format itself, just now): the ranges are there.
+  ranges = fs->UnusedRanges(image_, 64 << 10, later - 120);
+  ASSERT_TRUE(ranges.ok()) << ranges.status().ToString();
+  EXPECT_FALSE(ranges->empty());
 }
 
 TEST_F(ExtFilesystemTest, NonExtTypeIsRejected) {

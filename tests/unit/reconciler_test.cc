@@ -15,7 +15,6 @@ class ReconcilerTest : public ::testing::Test {
     store_ = std::move(s).value();
     state_ = testing::MakeFakePoolState();
     pool_ = testing::MakeFakePool(state_);
-    tx_ = std::make_unique<PoolTransactions>(*pool_);
     // A committed layer (id 1) and an active child (id 2), as a clean daemon
     // would leave them.
     MakeSnapshot("layer", "", 1);
@@ -32,7 +31,7 @@ class ReconcilerTest : public ::testing::Test {
   }
 
   ReconcileReport Run(bool repair) {
-    Reconciler r(*store_, *pool_, *tx_, ReclaimOptions{});
+    Reconciler r(*store_, *pool_, ReclaimOptions{});
     auto report = r.Run(repair);
     EXPECT_TRUE(report.ok()) << report.status().ToString();
     return report.ok() ? *report : ReconcileReport{};
@@ -41,7 +40,6 @@ class ReconcilerTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   std::shared_ptr<testing::FakePoolControl> state_;
   std::unique_ptr<ThinPool> pool_;
-  std::unique_ptr<PoolTransactions> tx_;
 };
 
 TEST_F(ReconcilerTest, UnfinishedRemoveIsDiscardedThenDeleted) {

@@ -205,7 +205,7 @@ TEST_F(DmPoolVmTest, MessagesMapErrnos) {
   EXPECT_EQ(pool_->CreateSnap(5, 77).code(), Code::kNotFound);
 }
 
-TEST_F(DmPoolVmTest, TransactionIdAndStatus) {
+TEST_F(DmPoolVmTest, Status) {
   auto st = pool_->QueryStatus();
   ASSERT_TRUE(st.ok()) << st.status().ToString();
   EXPECT_EQ(st->transaction_id, 0u);
@@ -216,13 +216,6 @@ TEST_F(DmPoolVmTest, TransactionIdAndStatus) {
   EXPECT_GT(st->meta_used_blocks, 0u);
   EXPECT_TRUE(st->error_if_no_space);
   EXPECT_FALSE(st->read_only || st->out_of_data_space || st->needs_check || st->failed);
-
-  ASSERT_TRUE(pool_->SetTransactionId(0, 7).ok());
-  EXPECT_EQ(pool_->QueryStatus()->transaction_id, 7u);
-  Status wrong = pool_->SetTransactionId(3, 9);
-  EXPECT_EQ(wrong.code(), Code::kInvalidArgument) << wrong.ToString();
-  EXPECT_EQ(wrong.sys_errno(), EINVAL);
-  EXPECT_EQ(pool_->QueryStatus()->transaction_id, 7u);
 }
 
 TEST_F(DmPoolVmTest, ActivateDeactivate) {

@@ -17,7 +17,6 @@
 
 #include "dm_pool.h"
 #include "json.h"
-#include "pool_transactions.h"
 #include "reconciler.h"
 #include "store.h"
 
@@ -132,8 +131,7 @@ Status Reconcile(const std::string& root, const std::string& pool_name, bool rep
                                       "; repair it with thin_check/thin_repair first");
   }
 
-  PoolTransactions tx(**pool);
-  Reconciler reconciler(**store, **pool, tx, ReclaimOptions{.discard = discard});
+  Reconciler reconciler(**store, **pool, ReclaimOptions{.discard = discard});
   auto found = reconciler.Run(repair);
   if (!found.ok()) return found.status().Annotate("reconcile");
   out->found = *found;

@@ -17,6 +17,8 @@
 //	                                                 # snapshotter, served in-process
 //	proxybench -socket A -ab-socket B                # single root Prepares on A and B,
 //	                                                 # interleaved: p50 of each, side by side
+//	proxybench -socket S -floor F                    # also the targets against the kernel
+//	                                                 # floor in F (dm_floor_bench --out)
 package main
 
 import (
@@ -27,12 +29,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/contrib/snapshotservice"
+	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/pkg/dialer"
 	"github.com/containerd/containerd/snapshots"
@@ -56,6 +60,7 @@ var (
 	abSamples    = flag.Int("ab-samples", 200, "Prepares per snapshotter in the comparison")
 	dmServerSock = flag.String("devmapper-socket", "", "socket to serve the devmapper snapshotter on (default: in -devmapper-root)")
 	maxSize      = flag.String("max-size", "", "give every Prepare the containerd.io/snapshot/max-size label with this many bytes")
+	floorFile    = flag.String("floor", "", "key=value figures of dm_floor_bench: print the targets against them")
 )
 
 func fatalf(format string, args ...interface{}) {
@@ -140,6 +145,8 @@ type bench struct {
 	ctx context.Context
 	run string // unique key prefix of this run
 	seq int
+	// The snapshotter answered Cleanup with NotImplemented (containerd's devmapper).
+	noCleanup bool
 }
 
 func (b *bench) key(what string) string {
@@ -153,11 +160,31 @@ func (b *bench) must(err error, op, key string) {
 	}
 }
 
-// cycle runs Prepare(parent), Commit, Remove(committed) and returns the
-// duration of each step.
-func (b *bench) cycle(parent string) [3]time.Duration {
+// settle waits, through Cleanup, until the snapshotter has finished in the
+// background what the Removes before it started (thinsnapd's reclaimer), so
+// that the next timed step does not share the pool with that work. It returns
+// how long that took; 0 for a snapshotter without Cleanup.
+func (b *bench) settle() time.Duration {
+	cleaner, ok := b.sn.(snapshots.Cleaner)
+	if !ok || b.noCleanup {
+		return 0
+	}
+	t0 := time.Now()
+	if err := cleaner.Cleanup(b.ctx); err != nil {
+		if errdefs.IsNotImplemented(err) {
+			b.noCleanup = true
+			return 0
+		}
+		fatalf("cleanup: %v", err)
+	}
+	return time.Since(t0)
+}
+
+// cycle runs Prepare(parent), Commit, Remove(committed), then an untimed-in-
+// the-total Cleanup, and returns the duration of each of the four.
+func (b *bench) cycle(parent string) [4]time.Duration {
 	active, name := b.key("active"), b.key("committed")
-	var d [3]time.Duration
+	var d [4]time.Duration
 	var opts []snapshots.Opt
 	if *maxSize != "" {
 		opts = append(opts, snapshots.WithLabels(map[string]string{"containerd.io/snapshot/max-size": *maxSize}))
@@ -171,15 +198,17 @@ func (b *bench) cycle(parent string) [3]time.Duration {
 	b.must(b.sn.Remove(b.ctx, name), "remove", name)
 	t3 := time.Now()
 	d[0], d[1], d[2] = t1.Sub(t0), t2.Sub(t1), t3.Sub(t2)
+	d[3] = b.settle()
 	return d
 }
 
-func (b *bench) cycles(what, parent string) {
+// cycles reports, and returns, the median of each step.
+func (b *bench) cycles(what, parent string) [4]time.Duration {
 	for i := 0; i < *warmup; i++ {
 		b.cycle(parent)
 	}
 	var total []time.Duration
-	var steps [3][]time.Duration
+	var steps [4][]time.Duration
 	for i := 0; i < *cycles; i++ {
 		d := b.cycle(parent)
 		total = append(total, d[0]+d[1]+d[2])
@@ -190,8 +219,30 @@ func (b *bench) cycles(what, parent string) {
 	t := newStats(total)
 	fmt.Printf("%-9s cycle %-14s n=%d  median %s  p90 %s  min %s  max %s\n", *label, what,
 		len(total), ms(t.pct(50)), ms(t.pct(90)), ms(t.pct(0)), ms(t.pct(100)))
-	fmt.Printf("%-9s   step medians:  prepare %s  commit %s  remove %s\n", *label,
-		ms(newStats(steps[0]).pct(50)), ms(newStats(steps[1]).pct(50)), ms(newStats(steps[2]).pct(50)))
+	var med [4]time.Duration
+	for j := range steps {
+		med[j] = newStats(steps[j]).pct(50)
+	}
+	fmt.Printf("%-9s   step medians:  prepare %s  commit %s  remove %s   then cleanup (background reclaim done) %s\n",
+		*label, ms(med[0]), ms(med[1]), ms(med[2]), ms(med[3]))
+	return med
+}
+
+// stats times Stat of an existing snapshot: one round trip through the proxy
+// client and the daemon's metadata, the part of every call that is not the pool's.
+func (b *bench) stats(key string) time.Duration {
+	var d []time.Duration
+	for i := 0; i < *warmup+*cycles; i++ {
+		t0 := time.Now()
+		_, err := b.sn.Stat(b.ctx, key)
+		b.must(err, "stat", key)
+		if i >= *warmup {
+			d = append(d, time.Since(t0))
+		}
+	}
+	st := newStats(d)
+	fmt.Printf("%-9s stat (committed)     n=%d  median %s  p90 %s\n", *label, len(d), ms(st.pct(50)), ms(st.pct(90)))
+	return st.pct(50)
 }
 
 // prepares issues n Prepares of `parent` at once and returns the wall time
@@ -222,10 +273,12 @@ func (b *bench) prepares(n int, parent string) time.Duration {
 	for _, k := range keys {
 		b.must(b.sn.Remove(b.ctx, k), "remove", k)
 	}
+	b.settle()
 	return wall
 }
 
-func (b *bench) concurrency(what, parent string) {
+// concurrency reports, and returns, the median wall time of `parallel` Prepares.
+func (b *bench) concurrency(what, parent string) time.Duration {
 	b.prepares(1, parent) // warm-up
 	// Single Prepares are cheap and noisy: take three per round, interleaved
 	// with the parallel bursts so that both see the same machine load.
@@ -240,6 +293,55 @@ func (b *bench) concurrency(what, parent string) {
 	fmt.Printf("%-9s prepare %-12s 1: median %s   %d parallel: median wall %s (max %s)   ratio %.2fx\n",
 		*label, what, ms(o), *parallel, ms(m), ms(newStats(many).pct(100)),
 		float64(m)/float64(o))
+	return m
+}
+
+// readFloor parses dm_floor_bench's key=value lines (milliseconds).
+func readFloor(path string) map[string]float64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		fatalf("read floor figures: %v", err)
+	}
+	floor := map[string]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		f, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil {
+			fatalf("%s: malformed line %q", path, line)
+		}
+		floor[k] = f
+	}
+	for _, k := range []string{"prepare_ms", "deactivate_ms", "delete_ms", "parallel_wall_ms"} {
+		if _, ok := floor[k]; !ok {
+			fatalf("%s has no %s", path, k)
+		}
+	}
+	return floor
+}
+
+// printTargets sets each figure beside its target (issue 12): within 1.5x of
+// the kernel's own cost, plus one Stat round trip for a single call.
+func printTargets(floor map[string]float64, steps [4]time.Duration, parallelWall, stat time.Duration) {
+	msf := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	statMs := msf(stat)
+	fmt.Printf("%-9s == targets: thinsnap beside 1.5x the raw kernel (dm_floor_bench, this VM run) ==\n", *label)
+	row := func(what string, got, base float64, how string) {
+		target := 1.5 * base
+		verdict := "met"
+		if got > target {
+			verdict = "MISSED"
+		}
+		fmt.Printf("%-9s %-26s %7.1f ms   target <= 1.5 x (%s) = %7.1f ms   %5.2fx the base   %s\n",
+			*label, what, got, how, target, got/base, verdict)
+	}
+	row("Prepare p50 (child)", msf(steps[0]), floor["prepare_ms"]+statMs,
+		fmt.Sprintf("create_snap+activate %.1f + Stat %.1f", floor["prepare_ms"], statMs))
+	row(fmt.Sprintf("%d parallel Prepares", *parallel), msf(parallelWall), floor["parallel_wall_ms"],
+		fmt.Sprintf("raw %d parallel %.1f", *parallel, floor["parallel_wall_ms"]))
+	row("Commit p50 (child)", msf(steps[1]), floor["deactivate_ms"]+statMs,
+		fmt.Sprintf("deactivate %.1f + Stat %.1f", floor["deactivate_ms"], statMs))
+	row("Remove p50 (child)", msf(steps[2]), floor["delete_ms"]+statMs,
+		fmt.Sprintf("delete %.1f + Stat %.1f", floor["delete_ms"], statMs))
 }
 
 // compareAB times single root Prepares (each removed untimed) on two
@@ -314,11 +416,15 @@ func main() {
 	fmt.Printf("%-9s == sequential Prepare+Commit+Remove (%d cycles after %d warm-up) ==\n",
 		*label, *cycles, *warmup)
 	b.cycles("(root)", "")
-	b.cycles("(child)", parent)
+	childSteps := b.cycles("(child)", parent)
+	stat := b.stats(parent)
 	fmt.Printf("%-9s == 1 Prepare (%d samples) vs %d parallel Prepares (%d rounds), wall time ==\n",
 		*label, 3**rounds, *parallel, *rounds)
-	b.concurrency("(child)", parent)
+	childParallel := b.concurrency("(child)", parent)
 	b.concurrency("(root)", "")
+	if *floorFile != "" {
+		printTargets(readFloor(*floorFile), childSteps, childParallel, stat)
+	}
 
 	b.must(sn.Remove(ctx, parent), "remove", parent)
 	var left []string

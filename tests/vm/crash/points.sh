@@ -199,15 +199,12 @@ run_point create.after_activate          prepare 1 0 1 0
 run_point create.after_intent            view    1 0 0 0
 run_point create.after_snap              view    1 0 0 0
 run_point create.after_activate          view    1 0 1 0
-run_point pool.before_set_transaction_id prepare 1 0 0 0
-run_point pool.before_set_transaction_id view    1 0 0 0
 run_point commit.before_deactivate       commit  0 0 0 0
 run_point commit.after_deactivate        commit  0 0 0 1
 run_point remove.after_intent            rm      0 1 1 0
 run_point reclaim.after_discard          rm      0 1 1 0
 run_point remove.after_deactivate        rm      0 1 0 0
 run_point remove.after_delete            rm      0 1 0 0
-run_point pool.before_set_transaction_id rm      0 1 0 0
 # The same repairs done on demand instead of by start-up.
 run_point create.after_activate          prepare 1 0 1 0 check
 run_point commit.after_deactivate        commit  0 0 0 1 check
