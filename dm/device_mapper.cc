@@ -51,12 +51,6 @@ void InitOnce() {
   });
 }
 
-// libdevmapper queues /dev/mapper node operations on one process-wide list
-// with no locking; resume queues them and dm_task_update_nodes() applies them.
-// Only that pair runs under this mutex. Removal keeps its node work out of the
-// list (see Remove), so the slow remove ioctl runs unlocked.
-std::mutex g_node_ops_mu;
-
 struct TaskDeleter {
   void operator()(dm_task* t) const { dm_task_destroy(t); }
 };
@@ -98,13 +92,15 @@ Result<TaskPtr> NewTask(int type, const std::string& name, const std::string& wh
   return t;
 }
 
-// Tells udev's dm rules to leave /dev/mapper alone for this task, so the node
-// has one owner. `library_fallback` = false also stops libdevmapper from
-// queueing node work for it. Sync is off, so no cookie is ever waited on.
-Status SetUdevFlags(dm_task* t, bool library_fallback, const std::string& what) {
+// Tells udev's dm rules and libdevmapper to leave /dev/mapper alone for this
+// task: this file makes and unlinks the nodes itself (EnsureNode, UnlinkNode).
+// libdevmapper would queue that work on one process-wide list with no locking,
+// which would need a lock around every resume; making the node here is one
+// mknod and needs none. Sync is off, so no cookie is ever waited on.
+Status SetUdevFlags(dm_task* t, const std::string& what) {
   uint32_t cookie = 0;
-  uint16_t flags = DM_UDEV_DISABLE_DM_RULES_FLAG | DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG;
-  if (!library_fallback) flags |= DM_UDEV_DISABLE_LIBRARY_FALLBACK;
+  const uint16_t flags = DM_UDEV_DISABLE_DM_RULES_FLAG | DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG |
+                         DM_UDEV_DISABLE_LIBRARY_FALLBACK;
   if (!dm_task_set_cookie(t, &cookie, flags)) return Fail(t, what + ": set udev flags");
   return Status::Ok();
 }
@@ -147,18 +143,27 @@ void UnlinkNode(const std::string& name) {
   }
 }
 
-// Checks that /dev/mapper/<name> is the device's node. Udev was told to keep
-// out, so libdevmapper must have made it; a missing or foreign node would make
-// callers open the wrong thing.
-Status VerifyNode(const std::string& name) {
+// Makes /dev/mapper/<name> the live device's node, as libdevmapper would
+// (root-owned, mode 0640), replacing a stale node of an earlier device of that
+// name; a node that is already right is left alone. Udev was told to keep out.
+Status EnsureNode(const std::string& name) {
   auto info = GetInfo(name);
   if (!info.ok()) return info.status();
   if (!info->exists) return Status::NotFound("dm device " + name + " vanished");
-  auto node = BlockDevNum(MapperPath(name));
+  const std::string path = MapperPath(name);
+  auto node = BlockDevNum(path);
+  if (node.ok() && *node == info->dev) return Status::Ok();
+  UnlinkNode(name);
+  const dev_t dev = makedev(info->dev.major, info->dev.minor);
+  (void)mkdir("/dev/mapper", 0755);  // devtmpfs makes it with the control node; if not, here
+  if (mknod(path.c_str(), S_IFBLK | 0640, dev) != 0 && errno != EEXIST) {
+    return Status::FromErrno(errno, "mknod " + path);
+  }
+  // EEXIST: a concurrent resume of the same device made it first; check it.
+  node = BlockDevNum(path);
   if (!node.ok()) return node.status().Annotate("device node of " + name);
   if (!(*node == info->dev)) {
-    return Status::Internal(MapperPath(name) + " is " + node->ToString() + ", not " +
-                            info->dev.ToString());
+    return Status::Internal(path + " is " + node->ToString() + ", not " + info->dev.ToString());
   }
   return Status::Ok();
 }
@@ -230,15 +235,14 @@ Result<DeviceInfo> GetInfo(const std::string& name) {
 Status Create(const std::string& name, const Table& table, const CreateOptions& options) {
   const std::string what = "dm create " + name;
   THINSNAP_RETURN_IF_ERROR(ValidateName(name));
-  // Create empty, load, resume: only the resume touches /dev/mapper, so only
-  // it needs the node-ops mutex.
+  // Create empty, load, resume (which makes the node).
   {
     auto t = NewTask(DM_DEVICE_CREATE, name, what);
     if (!t.ok()) return t.status();
     if (!options.uuid.empty() && !dm_task_set_uuid(t->get(), options.uuid.c_str())) {
       return Fail(t->get(), what + ": set uuid");
     }
-    THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), /*library_fallback=*/false, what));
+    THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), what));
     if (!dm_task_run(t->get())) {
       // The kernel answers EBUSY for a name that is taken; say what it means.
       if (dm_task_get_errno(t->get()) == EBUSY) {
@@ -249,7 +253,6 @@ Status Create(const std::string& name, const Table& table, const CreateOptions& 
   }
   Status st = Reload(name, table, options.read_only);
   if (st.ok()) st = Resume(name);
-  if (st.ok()) st = VerifyNode(name);
   if (!st.ok()) {
     // Leave nothing half-made behind; the original error is what matters.
     (void)Remove(name, RemoveOptions{.busy_retries = 5});
@@ -283,13 +286,9 @@ Status Resume(const std::string& name) {
   THINSNAP_RETURN_IF_ERROR(ValidateName(name));
   auto t = NewTask(DM_DEVICE_RESUME, name, what);
   if (!t.ok()) return t.status();
-  // libdevmapper makes (or checks) /dev/mapper/<name> itself on resume.
-  THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), /*library_fallback=*/true, what));
-  std::lock_guard<std::mutex> lock(g_node_ops_mu);
-  const bool ok = dm_task_run(t->get());
-  dm_task_update_nodes();
-  if (!ok) return Fail(t->get(), what);
-  return Status::Ok();
+  THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), what));
+  if (!dm_task_run(t->get())) return Fail(t->get(), what);
+  return EnsureNode(name).Annotate(what);
 }
 
 Status Remove(const std::string& name, const RemoveOptions& options) {
@@ -300,9 +299,8 @@ Status Remove(const std::string& name, const RemoveOptions& options) {
     const bool deferred = last && options.defer_if_busy;
     auto t = NewTask(DM_DEVICE_REMOVE, name, what);
     if (!t.ok()) return t.status();
-    // The node is unlinked here rather than through libdevmapper's shared
-    // node-op list, so removals need no process-wide lock.
-    THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), /*library_fallback=*/false, what));
+    // The node is unlinked here, not by libdevmapper (see SetUdevFlags).
+    THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), what));
     if (deferred && !dm_task_deferred_remove(t->get())) return Fail(t->get(), what);
     if (dm_task_run(t->get())) {
       if (!deferred) {

@@ -11,15 +11,13 @@
 // /dev/mapper nodes: the library never waits for udev. Udev sync is disabled
 // and udev's dm rules are told to keep out, so /dev/mapper/<name> is created
 // and removed by this library whether or not udev runs (a guest without udev
-// would otherwise wait forever on a cookie or get no node at all). Create()
-// verifies the node. A deferred removal that completes later leaves a stale
-// node behind (nobody is told); the next Remove() or Create() of that name
-// cleans it up.
+// would otherwise wait forever on a cookie or get no node at all): Resume()
+// makes it, with mknod, not through libdevmapper's node-op list. A deferred
+// removal that completes later leaves a stale node behind (nobody is told);
+// the next Remove() or Create() of that name cleans it up.
 //
-// Thread safety: every function may be called from many threads at once.
-// Resumes (including the one inside Create) are serialised process-wide,
-// because libdevmapper keeps its node operations on an unlocked global list;
-// every other ioctl, removal included, runs without a lock.
+// Thread safety: every function may be called from many threads at once, and
+// none takes a process-wide lock.
 #pragma once
 
 #include <chrono>
