@@ -25,9 +25,19 @@ Status SqliteStatus(sqlite3* db, int rc, std::string_view what) {
   return Status::Internal(msg);
 }
 
-Stmt::Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+Stmt::Stmt(Stmt&& other) noexcept
+    : db_(other.db_),
+      stmt_(std::exchange(other.stmt_, nullptr)),
+      in_use_(std::exchange(other.in_use_, nullptr)) {}
 
-Stmt::~Stmt() { sqlite3_finalize(stmt_); }
+Stmt::~Stmt() {
+  if (in_use_ == nullptr) {
+    sqlite3_finalize(stmt_);
+    return;
+  }
+  Reset();
+  *in_use_ = false;
+}
 
 Stmt& Stmt::Bind(int index, int64_t value) {
   sqlite3_bind_int64(stmt_, index, value);
@@ -83,9 +93,15 @@ Result<Db> Db::Open(const std::string& path) {
   return db;
 }
 
-Db::Db(Db&& other) noexcept : db_(std::exchange(other.db_, nullptr)) {}
+Db::Db(Db&& other) noexcept
+    : db_(std::exchange(other.db_, nullptr)), cache_(std::move(other.cache_)) {}
 
-Db::~Db() { sqlite3_close_v2(db_); }
+Db::~Db() {
+  if (cache_) {
+    for (auto& [sql, cached] : *cache_) sqlite3_finalize(cached.stmt);
+  }
+  sqlite3_close_v2(db_);
+}
 
 Status Db::Exec(const std::string& sql) {
   char* err = nullptr;
@@ -95,26 +111,47 @@ Status Db::Exec(const std::string& sql) {
 }
 
 Result<Stmt> Db::Prepare(std::string_view sql) {
+  auto [it, fresh] = cache_->try_emplace(std::string(sql));
+  Cached& cached = it->second;
+  if (!fresh && !cached.in_use) {
+    cached.in_use = true;
+    return Stmt(db_, cached.stmt, &cached.in_use);
+  }
   sqlite3_stmt* stmt = nullptr;
-  int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
-  if (rc != SQLITE_OK) return SqliteStatus(db_, rc, "prepare");
-  return Stmt(db_, stmt);
+  const unsigned flags = fresh ? SQLITE_PREPARE_PERSISTENT : 0;
+  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), flags, &stmt, nullptr);
+  if (rc != SQLITE_OK) {
+    if (fresh) cache_->erase(it);
+    return SqliteStatus(db_, rc, "prepare");
+  }
+  if (!fresh) return Stmt(db_, stmt);  // the cached one is busy: a private copy
+  cached = {stmt, true};
+  return Stmt(db_, stmt, &cached.in_use);
 }
 
 int64_t Db::LastInsertId() const { return sqlite3_last_insert_rowid(db_); }
 
 int Db::Changes() const { return sqlite3_changes(db_); }
 
-Txn::Txn(Db& db) : db_(db), begin_(db.Exec("BEGIN IMMEDIATE")) { done_ = !begin_.ok(); }
+namespace {
+
+Status Run(Db& db, std::string_view sql) {
+  auto st = db.Prepare(sql);
+  return st.ok() ? st->Exec() : st.status();
+}
+
+}  // namespace
+
+Txn::Txn(Db& db) : db_(db), begin_(Run(db, "BEGIN IMMEDIATE")) { done_ = !begin_.ok(); }
 
 Txn::~Txn() {
-  if (!done_) (void)db_.Exec("ROLLBACK");
+  if (!done_) (void)Run(db_, "ROLLBACK");
 }
 
 Status Txn::Commit() {
   done_ = true;
-  Status st = db_.Exec("COMMIT");
-  if (!st.ok()) (void)db_.Exec("ROLLBACK");
+  Status st = Run(db_, "COMMIT");
+  if (!st.ok()) (void)Run(db_, "ROLLBACK");
   return st;
 }
 
