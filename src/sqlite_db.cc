@@ -142,17 +142,30 @@ Status Run(Db& db, std::string_view sql) {
 
 }  // namespace
 
-Txn::Txn(Db& db) : db_(db), begin_(Run(db, "BEGIN IMMEDIATE")) { done_ = !begin_.ok(); }
+Txn::Txn(Db& db, Sync sync) : db_(db), sync_(sync) {
+  if (sync_ == Sync::kOrdered) begin_ = Run(db_, "PRAGMA synchronous=NORMAL");
+  if (begin_.ok()) begin_ = Run(db_, "BEGIN IMMEDIATE");
+  if (!begin_.ok()) {
+    done_ = true;
+    if (sync_ == Sync::kOrdered) (void)Run(db_, "PRAGMA synchronous=FULL");
+  }
+}
 
 Txn::~Txn() {
-  if (!done_) (void)Run(db_, "ROLLBACK");
+  if (!done_) (void)End("ROLLBACK");
 }
 
-Status Txn::Commit() {
+Status Txn::End(const char* sql) {
   done_ = true;
-  Status st = Run(db_, "COMMIT");
+  Status st = Run(db_, sql);
   if (!st.ok()) (void)Run(db_, "ROLLBACK");
+  if (sync_ == Sync::kOrdered) {
+    Status full = Run(db_, "PRAGMA synchronous=FULL");
+    if (st.ok()) st = full;
+  }
   return st;
 }
+
+Status Txn::Commit() { return End("COMMIT"); }
 
 }  // namespace thinsnap

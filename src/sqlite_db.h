@@ -87,10 +87,24 @@ class Db {
 // AlreadyExists (UNIQUE) or FailedPrecondition (FOREIGN KEY).
 Status SqliteStatus(sqlite3* db, int rc, std::string_view what);
 
+// How a commit reaches the disk. The connection runs in WAL mode with
+// synchronous=FULL, so by default a commit is fsynced before it returns.
+enum class Sync {
+  kDurable,
+  // Written to the WAL but not fsynced: a kill -9 keeps it (the page cache
+  // survives), a power cut may lose it. It is never lost while a later
+  // transaction survives, since the WAL is replayed in order, and the next
+  // kDurable commit makes it durable too. For records whose loss the next
+  // start repairs anyway, e.g. an intent written before a pool change.
+  kOrdered,
+};
+
 // BEGIN IMMEDIATE on construction; ROLLBACK on destruction unless Commit().
+// SQLite takes the sync setting only outside a transaction, so it is chosen
+// here rather than at Commit().
 class Txn {
  public:
-  explicit Txn(Db& db);
+  explicit Txn(Db& db, Sync sync = Sync::kDurable);
   ~Txn();
   Txn(const Txn&) = delete;
   Txn& operator=(const Txn&) = delete;
@@ -98,7 +112,11 @@ class Txn {
   Status Commit();
 
  private:
+  // Ends the transaction with `sql` (COMMIT or ROLLBACK), then restores FULL.
+  Status End(const char* sql);
+
   Db& db_;
+  const Sync sync_;
   Status begin_;
   bool done_ = false;
 };

@@ -235,7 +235,10 @@ Status Store::ForEach(const std::function<Status(const SnapshotRecord&)>& fn) {
 
 Result<PendingCreate> Store::BeginCreate(const NewSnapshot& s) {
   std::lock_guard lock(mu_);
-  Txn txn(db_);
+  // Not fsynced: if a power cut loses it, the pool change it announces is an
+  // orphan thin id (or nothing), which the reconciler deletes; FinishCreate's
+  // durable commit makes it durable with itself.
+  Txn txn(db_, Sync::kOrdered);
   THINSNAP_RETURN_IF_ERROR(txn.begin_status());
   PendingCreate pending;
   int64_t parent_id = 0;
