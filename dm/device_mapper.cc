@@ -143,18 +143,15 @@ void UnlinkNode(const std::string& name) {
   }
 }
 
-// Makes /dev/mapper/<name> the live device's node, as libdevmapper would
+// Makes /dev/mapper/<name> the node of device `want`, as libdevmapper would
 // (root-owned, mode 0640), replacing a stale node of an earlier device of that
 // name; a node that is already right is left alone. Udev was told to keep out.
-Status EnsureNode(const std::string& name) {
-  auto info = GetInfo(name);
-  if (!info.ok()) return info.status();
-  if (!info->exists) return Status::NotFound("dm device " + name + " vanished");
+Status EnsureNode(const std::string& name, DevNum want) {
   const std::string path = MapperPath(name);
   auto node = BlockDevNum(path);
-  if (node.ok() && *node == info->dev) return Status::Ok();
+  if (node.ok() && *node == want) return Status::Ok();
   UnlinkNode(name);
-  const dev_t dev = makedev(info->dev.major, info->dev.minor);
+  const dev_t dev = makedev(want.major, want.minor);
   (void)mkdir("/dev/mapper", 0755);  // devtmpfs makes it with the control node; if not, here
   if (mknod(path.c_str(), S_IFBLK | 0640, dev) != 0 && errno != EEXIST) {
     return Status::FromErrno(errno, "mknod " + path);
@@ -162,8 +159,8 @@ Status EnsureNode(const std::string& name) {
   // EEXIST: a concurrent resume of the same device made it first; check it.
   node = BlockDevNum(path);
   if (!node.ok()) return node.status().Annotate("device node of " + name);
-  if (!(*node == info->dev)) {
-    return Status::Internal(path + " is " + node->ToString() + ", not " + info->dev.ToString());
+  if (!(*node == want)) {
+    return Status::Internal(path + " is " + node->ToString() + ", not " + want.ToString());
   }
   return Status::Ok();
 }
@@ -288,7 +285,11 @@ Status Resume(const std::string& name) {
   if (!t.ok()) return t.status();
   THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), what));
   if (!dm_task_run(t->get())) return Fail(t->get(), what);
-  return EnsureNode(name).Annotate(what);
+  // The resume answers with the device's info: its number, for the node.
+  dm_info info;
+  if (!dm_task_get_info(t->get(), &info)) return Fail(t->get(), what + ": info");
+  if (!info.exists) return Status::NotFound(what + ": device vanished");
+  return EnsureNode(name, DevNum{info.major, info.minor}).Annotate(what);
 }
 
 Status Remove(const std::string& name, const RemoveOptions& options) {
