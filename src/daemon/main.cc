@@ -24,13 +24,13 @@
 #include "daemon/config.h"
 #include "daemon/readiness.h"
 #include "daemon/root_dir.h"
-#include "dm_pool.h"
-#include "filesystem.h"
+#include "fs/filesystem.h"
+#include "metadata/store.h"
 #include "metrics/metrics.h"
+#include "pool/dm_pool.h"
 #include "rpc/server.h"
 #include "rpc/snapshots_service.h"
-#include "snapshotter.h"
-#include "store.h"
+#include "snapshot/snapshotter.h"
 
 namespace thinsnap {
 namespace {

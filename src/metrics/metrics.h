@@ -32,10 +32,10 @@
 #include <string>
 
 #include "base/status.h"
+#include "metadata/store.h"
 #include "metrics/address.h"
-#include "pool.h"
-#include "reconciler.h"
-#include "store.h"
+#include "pool/pool.h"
+#include "snapshot/reconciler.h"
 
 namespace prometheus {
 class Exposer;

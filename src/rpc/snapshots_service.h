@@ -15,7 +15,7 @@
 
 #include "base/status.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
-#include "snapshotter.h"
+#include "snapshot/snapshotter.h"
 
 namespace thinsnap {
 

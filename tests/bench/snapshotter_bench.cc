@@ -13,7 +13,7 @@
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "fake/fake_pool.h"
 #include "metrics/metered_stack.h"
-#include "snapshotter.h"
+#include "snapshot/snapshotter.h"
 #include "unit/serving_stack.h"
 
 namespace thinsnap {

@@ -6,8 +6,8 @@
 
 #include <memory>
 
-#include "filesystem.h"
-#include "pool.h"
+#include "fs/filesystem.h"
+#include "pool/pool.h"
 
 namespace thinsnap::testing {
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "filter.h"
+#include "metadata/filter.h"
 
 namespace {
 

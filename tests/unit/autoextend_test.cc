@@ -1,4 +1,4 @@
-#include "autoextend.h"
+#include "pool/autoextend.h"
 
 #include <gtest/gtest.h>
 

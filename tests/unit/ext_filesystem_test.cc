@@ -5,14 +5,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <ctime>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "base/subprocess.h"
-#include "filesystem.h"
+#include "fs/filesystem.h"
 
 namespace thinsnap {
 namespace {
@@ -231,9 +231,8 @@ TEST_F(ExtFilesystemTest, UnusedRangesSkipGroupsNeverAllocatedFrom) {
   auto fs = MakeExtFilesystem("ext4", {});
   ASSERT_TRUE(fs->Format(image_).ok());
   ext2_filsys raw = nullptr;
-  ASSERT_EQ(ext2fs_open(image_.c_str(), EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0, unix_io_manager,
-                        &raw),
-            0);
+  ASSERT_EQ(
+      ext2fs_open(image_.c_str(), EXT2_FLAG_RW | EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &raw), 0);
   ASSERT_EQ(ext2fs_read_bitmaps(raw), 0);
   const dgrp_t group = 1;  // mkfs leaves the last group initialised, not the others
   ASSERT_TRUE(ext2fs_bg_flags_test(raw, group, EXT2_BG_BLOCK_UNINIT));

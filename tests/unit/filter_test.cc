@@ -1,4 +1,4 @@
-#include "filter.h"
+#include "metadata/filter.h"
 
 #include <gtest/gtest.h>
 

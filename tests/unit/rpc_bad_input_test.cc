@@ -28,11 +28,11 @@
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "fake/fake_pool.h"
+#include "metadata/store.h"
 #include "rpc/server.h"
 #include "rpc/snapshots_service.h"
 #include "serving_stack.h"
-#include "snapshotter.h"
-#include "store.h"
+#include "snapshot/snapshotter.h"
 
 namespace thinsnap {
 namespace {

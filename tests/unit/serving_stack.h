@@ -7,10 +7,10 @@
 #include <string>
 
 #include "fake/fake_pool.h"
+#include "metadata/store.h"
 #include "rpc/server.h"
 #include "rpc/snapshots_service.h"
-#include "snapshotter.h"
-#include "store.h"
+#include "snapshot/snapshotter.h"
 
 namespace thinsnap::testing {
 

@@ -1,4 +1,4 @@
-#include "snapshotter.h"
+#include "snapshot/snapshotter.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

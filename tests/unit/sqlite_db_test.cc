@@ -1,4 +1,4 @@
-#include "sqlite_db.h"
+#include "metadata/sqlite_db.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -23,7 +23,7 @@
 #include "base/subprocess.h"
 #include "dm/device_mapper.h"
 #include "dm/thin.h"
-#include "dm_pool.h"
+#include "pool/dm_pool.h"
 
 namespace thinsnap {
 namespace {

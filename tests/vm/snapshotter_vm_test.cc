@@ -16,8 +16,8 @@
 #include <set>
 
 #include "base/subprocess.h"
-#include "dm_pool.h"
-#include "snapshotter.h"
+#include "pool/dm_pool.h"
+#include "snapshot/snapshotter.h"
 
 namespace thinsnap {
 namespace {

@@ -15,10 +15,10 @@
 #include <utility>
 #include <vector>
 
-#include "dm_pool.h"
 #include "json.h"
-#include "reconciler.h"
-#include "store.h"
+#include "metadata/store.h"
+#include "pool/dm_pool.h"
+#include "snapshot/reconciler.h"
 
 namespace thinsnap::ctl {
 namespace {

@@ -5,9 +5,9 @@
 #include <map>
 #include <vector>
 
-#include "dm_pool.h"
 #include "json.h"
-#include "store.h"
+#include "metadata/store.h"
+#include "pool/dm_pool.h"
 
 namespace thinsnap::ctl {
 namespace {

@@ -7,7 +7,7 @@
 #include <cstdint>
 
 #include "base/status.h"
-#include "snapshot_types.h"
+#include "metadata/snapshot_types.h"
 
 namespace thinsnap {
 

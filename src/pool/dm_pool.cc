@@ -1,4 +1,4 @@
-#include "dm_pool.h"
+#include "pool/dm_pool.h"
 
 #include <fcntl.h>
 #include <stdlib.h>

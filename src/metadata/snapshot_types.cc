@@ -1,4 +1,4 @@
-#include "snapshot_types.h"
+#include "metadata/snapshot_types.h"
 
 namespace thinsnap {
 

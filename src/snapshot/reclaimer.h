@@ -22,10 +22,10 @@
 #include <thread>
 
 #include "base/status.h"
-#include "filesystem.h"
-#include "pool.h"
-#include "store.h"
-#include "thin_ids.h"
+#include "fs/filesystem.h"
+#include "metadata/store.h"
+#include "pool/pool.h"
+#include "snapshot/thin_ids.h"
 
 namespace thinsnap {
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "byte_range.h"
+#include "pool/byte_range.h"
 
 namespace thinsnap {
 

@@ -1,4 +1,4 @@
-#include "filter.h"
+#include "metadata/filter.h"
 
 #include <re2/re2.h>
 

@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "pool.h"
-#include "reclaimer.h"
-#include "store.h"
+#include "metadata/store.h"
+#include "pool/pool.h"
+#include "snapshot/reclaimer.h"
 
 namespace thinsnap {
 

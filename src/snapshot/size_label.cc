@@ -1,4 +1,4 @@
-#include "size_label.h"
+#include "snapshot/size_label.h"
 
 #include <charconv>
 

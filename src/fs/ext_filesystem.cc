@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "base/subprocess.h"
-#include "filesystem.h"
+#include "fs/filesystem.h"
 
 namespace thinsnap {
 namespace {

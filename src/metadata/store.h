@@ -23,9 +23,9 @@
 #include <vector>
 
 #include "base/status.h"
-#include "pool.h"
-#include "snapshot_types.h"
-#include "sqlite_db.h"
+#include "metadata/snapshot_types.h"
+#include "metadata/sqlite_db.h"
+#include "pool/pool.h"
 
 namespace thinsnap {
 

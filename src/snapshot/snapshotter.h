@@ -23,13 +23,13 @@
 #include <string>
 #include <vector>
 
-#include "autoextend.h"
 #include "base/status.h"
-#include "filesystem.h"
-#include "pool.h"
-#include "reconciler.h"
-#include "snapshot_types.h"
-#include "store.h"
+#include "fs/filesystem.h"
+#include "metadata/snapshot_types.h"
+#include "metadata/store.h"
+#include "pool/autoextend.h"
+#include "pool/pool.h"
+#include "snapshot/reconciler.h"
 
 namespace thinsnap {
 

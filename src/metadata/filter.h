@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "snapshot_types.h"
+#include "metadata/snapshot_types.h"
 
 namespace re2 {
 class RE2;

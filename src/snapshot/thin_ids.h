@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "pool.h"
+#include "pool/pool.h"
 
 namespace thinsnap {
 

@@ -1,4 +1,4 @@
-#include "snapshotter.h"
+#include "snapshot/snapshotter.h"
 
 #include <spdlog/spdlog.h>
 
@@ -6,11 +6,11 @@
 #include <condition_variable>
 
 #include "base/failpoint.h"
-#include "filter.h"
-#include "reclaimer.h"
-#include "reconciler.h"
-#include "size_label.h"
-#include "thin_ids.h"
+#include "metadata/filter.h"
+#include "snapshot/reclaimer.h"
+#include "snapshot/reconciler.h"
+#include "snapshot/size_label.h"
+#include "snapshot/thin_ids.h"
 
 namespace thinsnap {
 namespace {

@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "base/status.h"
-#include "pool.h"
+#include "pool/pool.h"
 
 namespace thinsnap {
 

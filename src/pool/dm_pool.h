@@ -18,7 +18,7 @@
 #include <string>
 
 #include "base/status.h"
-#include "pool.h"
+#include "pool/pool.h"
 
 namespace thinsnap {
 

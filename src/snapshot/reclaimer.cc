@@ -1,4 +1,4 @@
-#include "reclaimer.h"
+#include "snapshot/reclaimer.h"
 
 #include <spdlog/spdlog.h>
 
@@ -35,8 +35,7 @@ Status TrimUnused(ThinPool& pool, Filesystem& fs, ThinId id, int64_t created_ns)
   const std::string device = pool.DevicePath(id);
   // Seconds, rounded down: a mount within the creation's second counts.
   const int64_t since = created_ns / 1'000'000'000;
-  return pool.DiscardUnused(id,
-                            [&] { return fs.UnusedRanges(device, pool.block_bytes(), since); });
+  return pool.DiscardUnused(id, [&] { return fs.UnusedRanges(device, pool.block_bytes(), since); });
 }
 
 Reclaimer::Reclaimer(Store& store, ThinPool& pool, ThinIdLocks& locks, ReclaimOptions options,

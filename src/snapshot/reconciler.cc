@@ -1,4 +1,4 @@
-#include "reconciler.h"
+#include "snapshot/reconciler.h"
 
 #include <spdlog/spdlog.h>
 

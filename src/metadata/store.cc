@@ -1,4 +1,4 @@
-#include "store.h"
+#include "metadata/store.h"
 
 #include <algorithm>
 

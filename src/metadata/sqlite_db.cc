@@ -1,4 +1,4 @@
-#include "sqlite_db.h"
+#include "metadata/sqlite_db.h"
 
 #include <sqlite3.h>
 
