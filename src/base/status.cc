@@ -4,14 +4,22 @@ namespace thinsnap {
 
 const char* CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "OK";
-    case Code::kNotFound: return "NotFound";
-    case Code::kAlreadyExists: return "AlreadyExists";
-    case Code::kFailedPrecondition: return "FailedPrecondition";
-    case Code::kInvalidArgument: return "InvalidArgument";
-    case Code::kResourceExhausted: return "ResourceExhausted";
-    case Code::kUnavailable: return "Unavailable";
-    case Code::kInternal: return "Internal";
+    case Code::kOk:
+      return "OK";
+    case Code::kNotFound:
+      return "NotFound";
+    case Code::kAlreadyExists:
+      return "AlreadyExists";
+    case Code::kFailedPrecondition:
+      return "FailedPrecondition";
+    case Code::kInvalidArgument:
+      return "InvalidArgument";
+    case Code::kResourceExhausted:
+      return "ResourceExhausted";
+    case Code::kUnavailable:
+      return "Unavailable";
+    case Code::kInternal:
+      return "Internal";
   }
   return "Unknown";
 }
@@ -22,13 +30,24 @@ Status Status::FromErrno(int err, std::string msg) {
     case ENOENT:
     case ENXIO:
     case ENODATA:
-    case ENODEV: code = Code::kNotFound; break;
-    case EEXIST: code = Code::kAlreadyExists; break;
-    case ENOSPC: code = Code::kResourceExhausted; break;
+    case ENODEV:
+      code = Code::kNotFound;
+      break;
+    case EEXIST:
+      code = Code::kAlreadyExists;
+      break;
+    case ENOSPC:
+      code = Code::kResourceExhausted;
+      break;
     case EBUSY:
-    case EAGAIN: code = Code::kUnavailable; break;
-    case EINVAL: code = Code::kInvalidArgument; break;
-    default: break;
+    case EAGAIN:
+      code = Code::kUnavailable;
+      break;
+    case EINVAL:
+      code = Code::kInvalidArgument;
+      break;
+    default:
+      break;
   }
   msg += ": ";
   msg += std::strerror(err);

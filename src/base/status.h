@@ -75,7 +75,7 @@ class [[nodiscard]] Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be OK
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -98,8 +98,8 @@ class [[nodiscard]] Result {
 }  // namespace thinsnap
 
 // Returns early from the enclosing function when `expr` yields a non-OK Status.
-#define THINSNAP_RETURN_IF_ERROR(expr)          \
-  do {                                          \
-    ::thinsnap::Status _st = (expr);            \
-    if (!_st.ok()) return _st;                  \
+#define THINSNAP_RETURN_IF_ERROR(expr) \
+  do {                                 \
+    ::thinsnap::Status _st = (expr);   \
+    if (!_st.ok()) return _st;         \
   } while (0)

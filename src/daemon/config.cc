@@ -1,7 +1,7 @@
 #include "daemon/config.h"
 
-#include <sys/un.h>
 #include <fmt/format.h>
+#include <sys/un.h>
 #include <toml++/toml.h>
 
 #include <array>
@@ -145,8 +145,7 @@ const std::map<std::string, KeyHandler, std::less<>>& Handlers() {
       {"async_remove", BoolKey(&Config::async_remove)},
       {"discard_unused_blocks", BoolKey(&Config::discard_unused_blocks)},
       {"min_free_space_percent", PercentKey(&Config::min_free_space_percent, 0, 100)},
-      {"autoextend_threshold_percent",
-       PercentKey(&Config::autoextend_threshold_percent, 0, 100)},
+      {"autoextend_threshold_percent", PercentKey(&Config::autoextend_threshold_percent, 0, 100)},
       {"autoextend_percent", PercentKey(&Config::autoextend_percent, 1, 1000)},
       {"autoextend_max_size", SizeKey(&Config::autoextend_max_size_bytes)},
       {"log_level",

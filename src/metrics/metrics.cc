@@ -258,9 +258,9 @@ class MeteredPool final : public ThinPool {
 
  private:
   const std::unique_ptr<ThinPool> pool_;
-  OpSeries create_thin_, create_snap_, delete_, status_, list_thin_ids_,
-      activate_, deactivate_, deactivate_for_delete_, list_active_, mapped_bytes_, list_usage_,
-      discard_all_, discard_unused_, grow_;
+  OpSeries create_thin_, create_snap_, delete_, status_, list_thin_ids_, activate_, deactivate_,
+      deactivate_for_delete_, list_active_, mapped_bytes_, list_usage_, discard_all_,
+      discard_unused_, grow_;
 };
 
 // --- Scrape-time state ---

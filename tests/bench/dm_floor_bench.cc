@@ -45,8 +45,7 @@ using Clock = std::chrono::steady_clock;
   std::exit(1);
 }
 
-void QuietLog(int level, const char* /*file*/, int /*line*/, int /*dm_errno*/, const char* f,
-              ...) {
+void QuietLog(int level, const char* /*file*/, int /*line*/, int /*dm_errno*/, const char* f, ...) {
   if ((level & 0x7f) > 3) return;
   va_list ap;
   va_start(ap, f);
@@ -79,7 +78,8 @@ struct Task {
 
 class Floor {
  public:
-  Floor(std::string pool, uint64_t size_bytes) : pool_(std::move(pool)), sectors_(size_bytes / 512) {
+  Floor(std::string pool, uint64_t size_bytes)
+      : pool_(std::move(pool)), sectors_(size_bytes / 512) {
     Task info(DM_DEVICE_INFO, pool_);
     info.Run("info " + pool_);
     dm_info i;
@@ -156,8 +156,9 @@ int main(int argc, char** argv) {
   uint64_t samples = 40, parallel = 16, rounds = 5, size_bytes = 10ull << 30;
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
-    if (i + 1 >= argc) Die("usage: dm_floor_bench --pool NAME [--samples N] [--parallel N] "
-                           "[--rounds N] [--size-bytes N] [--out FILE]");
+    if (i + 1 >= argc)
+      Die("usage: dm_floor_bench --pool NAME [--samples N] [--parallel N] "
+          "[--rounds N] [--size-bytes N] [--out FILE]");
     const char* value = argv[++i];
     if (flag == "--pool") {
       pool = value;
@@ -239,18 +240,19 @@ int main(int argc, char** argv) {
   const double o = Median(one), m = Median(many);
   std::printf("floor     == raw libdevmapper on pool %s, %llu samples, medians ==\n", pool.c_str(),
               static_cast<unsigned long long>(samples));
-  std::printf("floor     create_snap+activate %7.1f ms   flush %7.1f ms   deactivate %7.1f ms   "
-              "delete %7.1f ms\n",
-              p, f, d, x);
-  std::printf("floor     create_snap+activate  1: median %7.1f ms   %llu parallel: median wall "
-              "%7.1f ms (%llu rounds)   ratio %.2fx\n",
-              o, static_cast<unsigned long long>(parallel), m,
-              static_cast<unsigned long long>(rounds), m / o);
+  std::printf(
+      "floor     create_snap+activate %7.1f ms   flush %7.1f ms   deactivate %7.1f ms   "
+      "delete %7.1f ms\n",
+      p, f, d, x);
+  std::printf(
+      "floor     create_snap+activate  1: median %7.1f ms   %llu parallel: median wall "
+      "%7.1f ms (%llu rounds)   ratio %.2fx\n",
+      o, static_cast<unsigned long long>(parallel), m, static_cast<unsigned long long>(rounds),
+      m / o);
   if (!out.empty()) {
     std::ofstream file(out);
     file << "prepare_ms=" << p << "\nflush_ms=" << f << "\ndeactivate_ms=" << d
-         << "\ndelete_ms=" << x << "\nparallel=" << parallel << "\nparallel_wall_ms=" << m
-         << "\n";
+         << "\ndelete_ms=" << x << "\nparallel=" << parallel << "\nparallel_wall_ms=" << m << "\n";
     if (!file.good()) Die("write " + out);
   }
   return 0;
