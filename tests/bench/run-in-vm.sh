@@ -15,7 +15,8 @@
 # meanwhile, as a busy Prometheus would), and single Prepares interleaved
 # between them (proxybench -ab-socket); their p50s are printed side by side.
 # scale: 10,000 snapshots in one pool (issue 12; proxybench's scale.go):
-# Prepare p50 empty and full, then thinsnapd stopped and started twice, timed
+# Prepare p50 empty and full (one after the other, and interleaved with a
+# second thinsnapd on an empty pool), then thinsnapd stopped and started twice, timed
 # from exec to a served Stat, List, and the removal of them all. Fewer with
 # `-- -scale-snapshots N`.
 #
@@ -228,6 +229,21 @@ run_scale() {
   daemon_pid=$started_pid
   "$bench" "${args[@]}" -scale-phase build || fail "proxybench -scale-phase build"
   "$ctl" pool status --name "$name"
+  # A second thinsnapd on an empty pool: root Prepares interleaved between the two, which other
+  # load on the machine (e.g. another VM) then slows alike.
+  local empty=bench-scale-empty-$$ rc=0
+  pools+=("$work/scale-empty-pool")
+  "$ctl" pool create --loop --dir "$work/scale-empty-pool" --data-size 6GiB --meta-size 256MiB \
+    --name "$empty" || fail "thinsnapctl pool create $empty"
+  daemon_start scale-empty "$empty"
+  extra_pids+=("$started_pid")
+  "$bench" "${args[@]}" -scale-phase compare -scale-empty-socket "$work/scale-empty.sock" ||
+    fail "proxybench -scale-phase compare"
+  kill -TERM "$started_pid"
+  wait "$started_pid" || rc=$?
+  [ "$rc" -eq 0 ] || fail "thinsnapd on the empty pool exited with $rc"
+  extra_pids=()
+  pool_destroy "$work/scale-empty-pool"
   daemon_stop
   thin_id_count "$dir" "$name"
   local expected=$thin_ids
