@@ -1,31 +1,54 @@
 #include "snapshot/thin_ids.h"
 
+#include <iterator>
+
 namespace thinsnap {
+
+ThinIdAllocator::ThinIdAllocator() { free_.emplace(0, kMaxThinId); }
 
 void ThinIdAllocator::Reserve(const std::vector<ThinId>& ids) {
   std::lock_guard lock(mu_);
-  used_.insert(ids.begin(), ids.end());
+  for (ThinId id : ids) {
+    // The run holding `id`, if it is free: the last run starting at or below it.
+    auto it = free_.upper_bound(id);
+    if (it == free_.begin()) continue;
+    --it;
+    const auto [first, last] = *it;
+    if (last < id) continue;
+    free_.erase(it);
+    if (first < id) free_.emplace(first, id - 1);
+    if (id < last) free_.emplace(id + 1, last);
+  }
 }
 
 Result<ThinId> ThinIdAllocator::Allocate() {
   std::lock_guard lock(mu_);
-  // Walk the sorted set for the first gap: O(n) in live ids, which is cheap
-  // next to the pool message that follows.
-  ThinId candidate = 0;
-  for (ThinId id : used_) {
-    if (id != candidate) break;
-    ++candidate;
-  }
-  if (candidate > kMaxThinId) {
-    return Status::ResourceExhausted("all 2^24 thin device ids are in use");
-  }
-  used_.insert(candidate);
-  return candidate;
+  if (free_.empty()) return Status::ResourceExhausted("all 2^24 thin device ids are in use");
+  auto lowest = free_.begin();
+  const auto [id, last] = *lowest;
+  free_.erase(lowest);
+  if (id < last) free_.emplace_hint(free_.begin(), id + 1, last);
+  return id;
 }
 
 void ThinIdAllocator::Release(ThinId id) {
   std::lock_guard lock(mu_);
-  used_.erase(id);
+  if (id > kMaxThinId) return;
+  auto next = free_.upper_bound(id);  // the first run starting above `id`
+  ThinId first = id, last = id;
+  if (next != free_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->second >= id) return;  // already free
+    if (prev->second + 1 == id) {
+      first = prev->first;
+      free_.erase(prev);
+    }
+  }
+  if (next != free_.end() && next->first == id + 1) {
+    last = next->second;
+    next = free_.erase(next);
+  }
+  free_.emplace_hint(next, first, last);
 }
 
 ThinIdLocks::Hold::Hold(ThinIdLocks& locks, ThinId id) : locks_(locks), id_(id) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <set>
 #include <vector>
@@ -13,16 +14,24 @@ namespace thinsnap {
 
 // Hands out the lowest free thin id. Ids are reused once released; an id
 // stays reserved while anything (a snapshot, an intent) still refers to it.
+// Every call is O(log r), r being the number of free runs: a pool of many
+// thousands of snapshots must not pay for each one on every Prepare.
 class ThinIdAllocator {
  public:
+  ThinIdAllocator();
+  // Reserving an id already taken is a no-op.
   void Reserve(const std::vector<ThinId>& ids);
   // ResourceExhausted when all 2^24 ids are taken.
   Result<ThinId> Allocate();
+  // Releasing an id that is already free is a no-op.
   void Release(ThinId id);
 
  private:
   std::mutex mu_;
-  std::set<ThinId> used_;
+  // The free ids as disjoint, non-adjacent runs: first id -> last id. Runs
+  // rather than single ids, so that reserving a few high ids (a pool whose
+  // ids came from elsewhere) costs a few entries, not one per gap below them.
+  std::map<ThinId, ThinId> free_;
 };
 
 // Serialises operations on one existing device (Commit vs Remove vs Cleanup)

@@ -3,7 +3,7 @@
 # through containerd's snapshots/proxy client (tests/bench/proxybench).
 # Needs root and device-mapper, i.e. the test VM:
 #
-#   tests/vm/run -- tests/bench/run-in-vm.sh BUILD_DIR [thinsnap|devmapper|both|metrics] [-- PROXYBENCH_ARGS...]
+#   tests/vm/run -- tests/bench/run-in-vm.sh BUILD_DIR [thinsnap|devmapper|both|metrics|scale] [-- PROXYBENCH_ARGS...]
 #
 # thinsnap (default): a loop pool made with `thinsnapctl pool create --loop`;
 # first the kernel's floor on it (dm_floor_bench: the same operations with
@@ -16,6 +16,11 @@
 # pools, one without metrics and one serving /metrics (scraped every second
 # meanwhile, as a busy Prometheus would), and single Prepares interleaved
 # between them (proxybench -ab-socket); their p50s are printed side by side.
+# scale: 10,000 snapshots in one pool (issue 12; proxybench's scale.go):
+# Prepare p50 empty and full (one after the other, and interleaved with a
+# second thinsnapd on an empty pool), then thinsnapd stopped and started twice, timed
+# from exec to a served Stat, List, and the removal of them all. Fewer with
+# `-- -scale-snapshots N`.
 #
 # The figures are printed, never judged; the script fails only if an
 # operation, the daemon's exit or the teardown fails.
@@ -29,7 +34,7 @@ fail() {
   exit 1
 }
 
-[ $# -ge 1 ] || fail "usage: $0 BUILD_DIR [thinsnap|devmapper|both|metrics|discard|max-size] [-- PROXYBENCH_ARGS...]"
+[ $# -ge 1 ] || fail "usage: $0 BUILD_DIR [thinsnap|devmapper|both|metrics|discard|max-size|scale] [-- PROXYBENCH_ARGS...]"
 build=$(readlink -f "$1")
 shift
 mode=thinsnap
@@ -39,7 +44,7 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then
 fi
 [ $# -gt 0 ] && [ "$1" = "--" ] && shift
 bench_args=("$@")
-case "$mode" in thinsnap | devmapper | both | metrics | discard | max-size) ;; *) fail "unknown mode $mode" ;; esac
+case "$mode" in thinsnap | devmapper | both | metrics | discard | max-size | scale) ;; *) fail "unknown mode $mode" ;; esac
 [ "$(id -u)" -eq 0 ] || fail "must run as root with device-mapper (tests/vm/run -- $0 ...)"
 
 ctl=$build/tools/thinsnapctl
@@ -188,6 +193,98 @@ run_devmapper() {
   pool_destroy "$work/dm-pool" --force
 }
 
+# thin_id_count POOL_DIR POOL: how many thin ids the pool holds (thin_ls on a metadata
+# snapshot, as the reconciler lists them), timed.
+thin_id_count() {
+  local dir=$1 pool=$2 meta out t0
+  meta=$(losetup -n -O NAME -j "$dir/meta.img")
+  [ -n "$meta" ] || fail "no loop device on $dir/meta.img"
+  t0=$(date +%s%N)
+  dmsetup message "$pool" 0 reserve_metadata_snap || fail "reserve_metadata_snap"
+  out=$(thin_ls --metadata-snap --no-headers -o DEV "$meta") || {
+    dmsetup message "$pool" 0 release_metadata_snap
+    fail "thin_ls $meta"
+  }
+  dmsetup message "$pool" 0 release_metadata_snap || fail "release_metadata_snap"
+  thin_ids=$(sed '/^ *$/d' <<<"$out" | wc -l)
+  log "thin_ls: $thin_ids thin ids in $(((($(date +%s%N) - t0) / 1000000))) ms"
+}
+
+# daemon_stop: SIGTERM to $daemon_pid; fails unless it exits 0.
+daemon_stop() {
+  local pid=$daemon_pid rc=0 t0
+  t0=$(date +%s%N)
+  daemon_pid=
+  kill -TERM "$pid"
+  wait "$pid" || rc=$?
+  [ "$rc" -eq 0 ] || fail "thinsnapd exited with $rc"
+  log "thinsnapd stopped cleanly in $(((($(date +%s%N) - t0) / 1000000))) ms"
+}
+
+run_scale() {
+  local name=bench-scale-$$ dir=$work/scale-pool address=127.0.0.1:9502
+  local args=(-label scale -socket "$work/thinsnapd.sock" -scale-snapshots 10000 "${bench_args[@]}")
+  # 10,000 thin devices sharing the base device's blocks need about 19 MiB of metadata, and the
+  # data file holds little more than the base filesystem, since nothing is written. Not more
+  # metadata than that: the kernel's copy-on-write spreads its writes over the whole file, whose
+  # touched pages then stay in the guest's tmpfs (half its memory); a 1 GiB file filled it and
+  # failed the pool.
+  pools+=("$dir")
+  "$ctl" pool create --loop --dir "$dir" --data-size 6GiB --meta-size 256MiB --name "$name" ||
+    fail "thinsnapctl pool create $name"
+  rm -rf "$work/thinsnapd-root"
+  daemon_start thinsnapd "$name"
+  daemon_pid=$started_pid
+  "$bench" "${args[@]}" -scale-phase build || fail "proxybench -scale-phase build"
+  "$ctl" pool status --name "$name"
+  # A second thinsnapd on an empty pool: root Prepares interleaved between the two, which other
+  # load on the machine (e.g. another VM) then slows alike.
+  local empty=bench-scale-empty-$$ rc=0
+  pools+=("$work/scale-empty-pool")
+  "$ctl" pool create --loop --dir "$work/scale-empty-pool" --data-size 6GiB --meta-size 256MiB \
+    --name "$empty" || fail "thinsnapctl pool create $empty"
+  daemon_start scale-empty "$empty"
+  extra_pids+=("$started_pid")
+  "$bench" "${args[@]}" -scale-phase compare -scale-empty-socket "$work/scale-empty.sock" ||
+    fail "proxybench -scale-phase compare"
+  kill -TERM "$started_pid"
+  wait "$started_pid" || rc=$?
+  [ "$rc" -eq 0 ] || fail "thinsnapd on the empty pool exited with $rc"
+  extra_pids=()
+  pool_destroy "$work/scale-empty-pool"
+  daemon_stop
+  thin_id_count "$dir" "$name"
+  local expected=$thin_ids
+
+  # Twice, timed from exec: plain, then with /metrics to read the reconciliation's own figures.
+  local t0
+  t0=$(date +%s%N)
+  "$thinsnapd" --root "$work/thinsnapd-root" --socket "$work/thinsnapd.sock" --pool "$name" \
+    --log-level info >"$work/thinsnapd.log" 2>&1 &
+  daemon_pid=$!
+  "$bench" "${args[@]}" -scale-phase restart -scale-exec-ns "$t0" || fail "proxybench -scale-phase restart"
+  daemon_stop
+  ip link set lo up
+  t0=$(date +%s%N)
+  "$thinsnapd" --root "$work/thinsnapd-root" --socket "$work/thinsnapd.sock" --pool "$name" \
+    --log-level info --metrics-address "$address" >>"$work/thinsnapd.log" 2>&1 &
+  daemon_pid=$!
+  "$bench" "${args[@]}" -scale-phase restart-remove -scale-exec-ns "$t0" ||
+    fail "proxybench -scale-phase restart-remove"
+  curl -sf "http://$address/metrics" >"$work/scrape.txt" || fail "GET http://$address/metrics"
+  log "reconcile at $((expected - 1)) snapshots, from /metrics: $(awk '
+    $1 == "thinsnap_reconcile_duration_seconds" { printf "reconcile %.1f ms", $2 * 1000 }
+    $1 ~ /^thinsnap_dm_operation_duration_seconds_(sum|count)\{operation="list_(thin_ids|active)"\}$/ {
+      split($1, f, "\""); v[f[2], $1 ~ /_sum/] = $2 }
+    END { printf ", of which the exact thin-id list %.1f ms (%d call), the active devices %.1f ms",
+            v["list_thin_ids", 1] * 1000, v["list_thin_ids", 0], v["list_active", 1] * 1000 }' "$work/scrape.txt")"
+  grep -i 'reconcile' "$work/thinsnapd.log"
+  daemon_stop
+  thin_id_count "$dir" "$name"
+  [ "$thin_ids" -eq 1 ] || fail "$thin_ids thin ids left after removing everything; only the base device should be"
+  pool_destroy "$dir"
+}
+
 log "proxybench mode $mode, $(nproc) CPUs"
 case "$mode" in
   thinsnap) floor_first=1 run_thinsnap ;;
@@ -197,6 +294,7 @@ case "$mode" in
     run_devmapper
     ;;
   metrics) run_metrics ;;
+  scale) run_scale ;;
   discard)
     # Remove with the reclaim (discard before delete, in the background) and without it.
     printf 'discard_unused_blocks = false\n' >"$work/no-discard.toml"

@@ -403,6 +403,10 @@ func main() {
 		compareAB(ctx)
 		return
 	}
+	if *scaleSnapshots > 0 {
+		runScale(ctx, socket)
+		return
+	}
 	sn, conn := dial(socket)
 	defer conn.Close()
 
