@@ -43,6 +43,10 @@ CREATE TABLE base_device (
   fs_type    TEXT    NOT NULL
 );
 )sql",
+    // Deleting a snapshot row cascades to its intents: without this index each
+    // delete scans every pending intent, so a mass removal that outruns the
+    // reclaimer grew quadratic (bench_scale: 14-16 ms per Remove at 10,000).
+    "CREATE INDEX intents_by_snapshot ON intents(snapshot_id);",
 };
 
 constexpr const char* kSelectSnapshot =

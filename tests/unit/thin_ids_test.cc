@@ -1,4 +1,4 @@
-#include "thin_ids.h"
+#include "snapshot/thin_ids.h"
 
 #include <gtest/gtest.h>
 
