@@ -27,6 +27,16 @@ here=$(dirname "$(readlink -f "$0")")
 src=$(dirname "$(dirname "$here")")
 vmrun=$src/tests/vm/run
 case "$kind" in loop | lvm) ;; *) echo "KIND must be loop or lvm" >&2; exit 2 ;; esac
+# The guest mounts the persistent disk over /var/lib (and tmpfs over /tmp, /run, /var/tmp):
+# a checkout or build there would vanish from under the guest's feet.
+for dir in "$build" "$src"; do
+  case "$dir/" in
+    /var/lib/* | /tmp/* | /run/* | /var/tmp/*)
+      echo "powercut: FAIL: $dir is hidden inside the guest (persistent disk on /var/lib, tmpfs on /tmp, /run, /var/tmp); use a checkout elsewhere, e.g. under /srv" >&2
+      exit 1
+      ;;
+  esac
+done
 [[ "$cuts" =~ ^[1-9][0-9]*$ ]] || { echo "CUTS must be a positive number" >&2; exit 2; }
 for bin in "$build/src/daemon/thinsnapd" "$build/tools/thinsnapctl" "$build/tests/e2e/e2etool"; do
   [ -x "$bin" ] || { echo "powercut: FAIL: $bin not built" >&2; exit 1; }
