@@ -243,7 +243,15 @@ fsck_device "$(device_of grow writer)" "autoextended writer"
 grep 'autoextend:' "$WORK/grow/thinsnapd.log" | sed 's/^/  /'
 say "AUTOEXTEND pool data: $((size0 >> 20)) MiB before, $((size1 >> 20)) MiB after 448 MiB written ($((used1 >> 20)) MiB used); no write failed"
 [ "$size1" -gt "$size0" ] || fail "the pool did not grow"
-# Online extend by hand, under the active snapshot.
+# Online extend by hand, under the active snapshot. Autoextend may still be catching up with the
+# data written above (it polls every second), so wait until the size holds still for 3 s first:
+# with nothing written meanwhile, it has no reason to grow the pool again.
+for _ in $(seq 20); do
+  settled=$(pool_total_bytes grow)
+  sleep 3
+  [ "$(pool_total_bytes grow)" -eq "$settled" ] && break
+done
+size1=$(pool_total_bytes grow)
 "$CTL_BIN" pool extend --name space-grow --data-by 256M --meta-by 16M | sed 's/^/  /'
 size2=$(pool_total_bytes grow)
 [ "$size2" -eq $((size1 + (256 << 20))) ] || fail "pool extend: $size1 -> $size2 bytes"
