@@ -2,11 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
-#include <atomic>
-#include <thread>
-#include <vector>
-
 #include "base/failpoint.h"
 
 namespace thinsnap {
@@ -89,36 +84,25 @@ Result<int> Reclaimer::RunPass() {
   std::lock_guard pass(pass_mu_);
   auto intents = store_.ListIntents();
   if (!intents.ok()) return intents.status();
-  // Creates in flight belong to a running Prepare; only deletes are ours.
-  std::vector<Intent> deletes;
+  int left = 0;
   for (const Intent& intent : *intents) {
-    if (intent.op == IntentOp::kDelete) deletes.push_back(intent);
-  }
-  std::atomic<size_t> next{0};
-  std::atomic<int> left{0};
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < deletes.size();) {
-      const Intent& intent = deletes[i];
-      Status st;
-      {
-        ThinIdLocks::Hold hold(locks_, intent.thin_id);
-        st = ReclaimThin(pool_, intent.thin_id, options_);
-      }
-      if (st.ok()) st = store_.FinishIntent(intent.id);
-      if (!st.ok()) {
-        ++left;
-        spdlog::warn("reclaim of thin id {} deferred: {}", intent.thin_id, st.ToString());
-        continue;
-      }
-      released_(intent.thin_id);
+    // Creates in flight belong to a running Prepare; only deletes are ours.
+    if (intent.op != IntentOp::kDelete) continue;
+    Status st;
+    {
+      ThinIdLocks::Hold hold(locks_, intent.thin_id);
+      st = ReclaimThin(pool_, intent.thin_id, options_);
     }
-  };
-  std::vector<std::thread> helpers;
-  for (size_t k = 1; k < std::min(kPassThreads, deletes.size()); ++k) helpers.emplace_back(work);
-  work();
-  for (std::thread& t : helpers) t.join();
-  if (left > 0) spdlog::info("reclaim: {} device(s) still busy, will retry", left.load());
-  return left.load();
+    if (st.ok()) st = store_.FinishIntent(intent.id);
+    if (!st.ok()) {
+      ++left;
+      spdlog::warn("reclaim of thin id {} deferred: {}", intent.thin_id, st.ToString());
+      continue;
+    }
+    released_(intent.thin_id);
+  }
+  if (left) spdlog::info("reclaim: {} device(s) still busy, will retry", left);
+  return left;
 }
 
 }  // namespace thinsnap

@@ -68,13 +68,9 @@ class Reclaimer {
   // Starts the background worker; Wake() then schedules a pass on it.
   void Start();
   void Wake();
-  // Runs a pass, led by the caller's thread: the recorded deletes are shared
-  // among up to kPassThreads threads, since each one mostly waits on the
-  // kernel (discard, remove, the delete's metadata commit) and the pool
-  // serialises only the delete message itself. Returns how many delete
-  // intents are left (devices still open), or the store error that ended it.
+  // Runs a pass in the caller's thread. Returns how many delete intents are
+  // left (devices still open), or the first store error.
   Result<int> RunPass();
-  static constexpr size_t kPassThreads = 4;
 
  private:
   void Work();
