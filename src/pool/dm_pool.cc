@@ -274,11 +274,7 @@ class DmPool final : public ThinPool {
     const std::string name = ThinName(id);
     auto info = dm::GetInfo(name);
     if (!info.ok()) return info.status();
-    // A read-only device (a view) refuses discards (EPERM): it is being
-    // deleted and nobody may use it, so it is taken down and brought back
-    // read-write for the purpose. Busy: Unavailable, and a later pass retries.
-    if (info->exists && info->read_only) THINSNAP_RETURN_IF_ERROR(DeactivateForDelete(id));
-    const bool temporary = !info->exists || info->read_only;
+    const bool temporary = !info->exists;
     if (temporary) THINSNAP_RETURN_IF_ERROR(Activate(id, span_bytes, Access::kReadWrite));
     Status st = DiscardMapped(id);
     // The id is about to be deleted: no flush is owed to anyone.

@@ -250,25 +250,6 @@ TEST_F(DmPoolVmTest, ActivateDeactivate) {
   EXPECT_TRUE(pool_->Deactivate(3).ok());
 }
 
-// A view's device is read-only and the kernel refuses discards on it; the
-// reclaim of a removed view must still give its blocks back.
-TEST_F(DmPoolVmTest, DiscardAllOfAReadOnlyDevice) {
-  ASSERT_TRUE(pool_->CreateThin(5).ok());
-  ASSERT_TRUE(pool_->Activate(5, kThinSize, Access::kReadWrite).ok());
-  WriteAt(pool_->DevicePath(5), 0, 1 << 20, 'd');
-  ASSERT_TRUE(pool_->Deactivate(5).ok());
-  const uint64_t used = pool_->QueryStatus()->data_used_blocks;
-  ASSERT_TRUE(pool_->Activate(5, kThinSize, Access::kReadOnly).ok());
-
-  Status st = pool_->DiscardAll(5, kThinSize);
-  ASSERT_TRUE(st.ok()) << st.ToString();
-  auto active = pool_->ListActive();
-  ASSERT_TRUE(active.ok());
-  EXPECT_TRUE(std::find(active->begin(), active->end(), 5u) == active->end());
-  EXPECT_EQ(pool_->QueryStatus()->data_used_blocks, used - (1 << 20) / (64 * 1024));
-  ASSERT_TRUE(pool_->Delete(5).ok());
-}
-
 TEST_F(DmPoolVmTest, ReadOnlyActivation) {
   ASSERT_TRUE(pool_->CreateThin(4).ok());
   ASSERT_TRUE(pool_->Activate(4, kThinSize, Access::kReadWrite).ok());
