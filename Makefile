@@ -17,11 +17,11 @@ build: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
 # Unit tests, gRPC tests and the dm-thin suites inside the qemu VM, including
-# the per-failpoint crash runs, a short randomised SIGKILL run and the 32-client soak.
+# the per-failpoint crash runs, a short randomised SIGKILL run and the power-cut runs.
 test: deps build
 	ctest --test-dir $(BUILD) --output-on-failure -LE long
 
-# The randomised SIGKILL runs and the side-by-side benchmark against containerd's
+# The randomised SIGKILL runs, the 32-client soak, the 10,000-snapshot scale run and the benchmark against containerd's
 # devmapper, plus everything CI runs besides `make test`.
 test-long: deps build sanitize fuzz
 	ctest --test-dir $(BUILD) --output-on-failure -L long
