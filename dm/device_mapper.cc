@@ -152,10 +152,13 @@ Status EnsureNode(const std::string& name, DevNum want) {
   if (node.ok() && *node == want) return Status::Ok();
   UnlinkNode(name);
   const dev_t dev = makedev(want.major, want.minor);
-  (void)mkdir("/dev/mapper", 0755);  // devtmpfs makes it with the control node; if not, here
-  if (mknod(path.c_str(), S_IFBLK | 0640, dev) != 0 && errno != EEXIST) {
-    return Status::FromErrno(errno, "mknod " + path);
+  int rc = mknod(path.c_str(), S_IFBLK | 0640, dev);
+  if (rc != 0 && errno == ENOENT) {
+    // devtmpfs makes /dev/mapper with the control node; without it, here.
+    (void)mkdir("/dev/mapper", 0755);
+    rc = mknod(path.c_str(), S_IFBLK | 0640, dev);
   }
+  if (rc != 0 && errno != EEXIST) return Status::FromErrno(errno, "mknod " + path);
   // EEXIST: a concurrent resume of the same device made it first; check it.
   node = BlockDevNum(path);
   if (!node.ok()) return node.status().Annotate("device node of " + name);
