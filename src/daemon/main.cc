@@ -83,6 +83,11 @@ int Serve(const Config& config, RootDirClaim& claim, const sigset_t& stop_signal
   options.autoextend.grow_percent = config.autoextend_percent;
   options.autoextend.max_data_bytes = config.autoextend_max_size_bytes;
   options.min_free_space_percent = config.min_free_space_percent;
+  if (metrics) {
+    options.on_reclaim_pass = [m = metrics.get()](const ReclaimPass& pass) {
+      m->RecordReclaimPass(pass);
+    };
+  }
   Result<std::unique_ptr<Snapshotter>> snapshotter =
       Snapshotter::Open(std::move(*store), std::move(*pool),
                         MakeExtFilesystem(config.fs_type, config.fs_options), options);

@@ -58,6 +58,12 @@ struct Intent {
   IntentOp op = IntentOp::kCreate;
   ThinId thin_id = 0;
   int64_t snapshot_id = 0;  // kCreate of a snapshot; 0 for the base device
+  // kDelete of a snapshot: the device it was snapshotted from (its parent's,
+  // or the base device), so that the reclaim discards only what it wrote
+  // itself. Unset for orphans and intents recorded before schema 3.
+  std::optional<ThinId> origin_thin_id;
+  // kDelete: false for a device that cannot have written a block (a view).
+  bool may_own_blocks = true;
 };
 
 struct BaseDevice {
@@ -140,7 +146,8 @@ class Store {
 
   // --- Intent log. ---
   Result<std::vector<Intent>> ListIntents();
-  Status FinishIntent(int64_t intent_id);
+  // Drops finished intents, all in one transaction.
+  Status FinishIntents(const std::vector<int64_t>& intent_ids);
   // Records an intent to delete a thin id the pool holds but no one owns
   // (an orphan found by reconciliation).
   Result<Intent> RecordDelete(ThinId thin_id);
@@ -148,6 +155,10 @@ class Store {
   Status DropUnfinished(int64_t snapshot_id);
   // Visible snapshots of the given kinds (for device re-activation).
   Result<std::vector<SnapshotRecord>> ListByKind(Kind kind);
+
+  // Where thin id allocation continues after a restart: one past the id of
+  // the last snapshot whose creation began (0 if none ever did).
+  Result<ThinId> ThinIdCursor();
 
   // Every thin id the metadata accounts for: snapshots (any state), intents
   // and the base device.

@@ -95,6 +95,19 @@ struct Metrics::Series {
                                .Name("thinsnap_reconcile_duration_seconds")
                                .Help("How long start-up reconciliation took.")
                                .Register(registry)),
+        reclaimed_devices(prometheus::BuildCounter()
+                              .Name("thinsnap_reclaimed_devices_total")
+                              .Help("Removed snapshots' thin devices taken out of the pool.")
+                              .Register(registry)
+                              .Add({})),
+        reclaim_pass_duration(
+            prometheus::BuildHistogram()
+                .Name("thinsnap_reclaim_pass_duration_seconds")
+                .Help("How long one pass of the background reclaim took (every pending "
+                      "removal it could finish).")
+                .Register(registry)
+                .Add({}, prometheus::Histogram::BucketBoundaries{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30,
+                                                                 60, 300})),
         build_info(prometheus::BuildGauge()
                        .Name("thinsnap_build_info")
                        .Help("Always 1; the version of the running thinsnapd is a label.")
@@ -106,6 +119,8 @@ struct Metrics::Series {
   prometheus::Family<prometheus::Counter>& dm_errors;
   prometheus::Family<prometheus::Counter>& reconcile_repairs;
   prometheus::Family<prometheus::Gauge>& reconcile_duration;
+  prometheus::Counter& reclaimed_devices;
+  prometheus::Histogram& reclaim_pass_duration;
   prometheus::Family<prometheus::Gauge>& build_info;
 };
 
@@ -206,7 +221,8 @@ class MeteredPool final : public ThinPool {
         list_active_(duration, errors, "list_active"),
         mapped_bytes_(duration, errors, "mapped_bytes"),
         list_usage_(duration, errors, "list_usage"),
-        discard_all_(duration, errors, "discard_all"),
+        own_ranges_(duration, errors, "own_ranges"),
+        discard_inactive_(duration, errors, "discard_inactive"),
         discard_unused_(duration, errors, "discard_unused"),
         grow_(duration, errors, "grow") {}
 
@@ -246,8 +262,14 @@ class MeteredPool final : public ThinPool {
   Result<std::vector<ThinUsage>> ListUsage() override {
     return list_usage_.Time([&] { return pool_->ListUsage(); });
   }
-  Status DiscardAll(ThinId id, uint64_t span_bytes) override {
-    return discard_all_.Time([&] { return pool_->DiscardAll(id, span_bytes); });
+  bool DiscardsReachData() const override { return pool_->DiscardsReachData(); }
+  Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
+      const std::vector<ThinPair>& pairs) override {
+    return own_ranges_.Time([&] { return pool_->OwnRanges(pairs); });
+  }
+  Status DiscardInactive(ThinId id, uint64_t span_bytes,
+                         const std::optional<std::vector<ByteRange>>& ranges) override {
+    return discard_inactive_.Time([&] { return pool_->DiscardInactive(id, span_bytes, ranges); });
   }
   Status DiscardUnused(ThinId id, const UnusedRangesFn& find_unused) override {
     return discard_unused_.Time([&] { return pool_->DiscardUnused(id, find_unused); });
@@ -259,8 +281,8 @@ class MeteredPool final : public ThinPool {
  private:
   const std::unique_ptr<ThinPool> pool_;
   OpSeries create_thin_, create_snap_, delete_, status_, list_thin_ids_, activate_, deactivate_,
-      deactivate_for_delete_, list_active_, mapped_bytes_, list_usage_, discard_all_,
-      discard_unused_, grow_;
+      deactivate_for_delete_, list_active_, mapped_bytes_, list_usage_, own_ranges_,
+      discard_inactive_, discard_unused_, grow_;
 };
 
 // --- Scrape-time state ---
@@ -407,6 +429,11 @@ void Metrics::RecordReconcile(const ReconcileReport& report, double seconds) {
     series_->reconcile_repairs.Add({{"kind", kind}}).Increment(static_cast<double>(count));
   }
   series_->reconcile_duration.Add({}).Set(seconds);
+}
+
+void Metrics::RecordReclaimPass(const ReclaimPass& pass) {
+  series_->reclaimed_devices.Increment(pass.reclaimed);
+  series_->reclaim_pass_duration.Observe(pass.seconds);
 }
 
 void Metrics::WatchState(ThinPool* pool, Store* store) { state_->Watch(pool, store); }

@@ -6,8 +6,11 @@
 //     gRPC code, and a latency histogram by method (1 ms .. 10 s);
 //   - the pool, through InstrumentPool(): device-mapper operation latency by
 //     operation, and failures by operation;
+//   - the background reclaim, through RecordReclaimPass(): devices reclaimed
+//     and pass durations;
 //   - readings taken at scrape time (WatchState): pool space and flags, and
-//     the store's snapshot, thin-id and pending-delete counts.
+//     the store's snapshot, thin-id and pending-delete counts (the latter is
+//     the reclaim backlog).
 // Start-up reconciliation and build info are recorded once.
 //
 // A scrape never commits pool metadata (the pool status is read with
@@ -35,6 +38,7 @@
 #include "metadata/store.h"
 #include "metrics/address.h"
 #include "pool/pool.h"
+#include "snapshot/reclaimer.h"
 #include "snapshot/reconciler.h"
 
 namespace prometheus {
@@ -67,6 +71,9 @@ class Metrics {
 
   // Records what start-up reconciliation repaired, by kind, and its duration.
   void RecordReconcile(const ReconcileReport& report, double seconds);
+  // Records one background reclaim pass: devices reclaimed, and its duration.
+  // The backlog is thinsnap_pending_delete_intents, read at scrape time.
+  void RecordReclaimPass(const ReclaimPass& pass);
 
   // Reads pool and store state at scrape time. Neither is owned; both must
   // stay alive until Stop() (or destruction). `pool` should be the

@@ -10,27 +10,34 @@
 #include <charconv>
 #include <condition_variable>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <thread>
 
+#include "base/failpoint.h"
 #include "base/subprocess.h"
 #include "dm/block_device.h"
 #include "dm/device_mapper.h"
 #include "dm/pool_resize.h"
 #include "dm/thin.h"
+#include "pool/thin_delta.h"
 
 namespace thinsnap {
 namespace {
 
 constexpr char kThinInfix[] = "-thin-";
+// A device activated only to discard a deleted snapshot's blocks: no client
+// was ever given this name, so nobody else can have it open.
+constexpr char kReclaimInfix[] = "-reclaim-";
 // Longest decimal thin id: kMaxThinId = 16777215.
 constexpr size_t kMaxIdDigits = 8;
-// How often Deactivate retries a busy remove (a scanner such as blkid may
-// hold the device for a moment) before falling back to deferred removal.
+// How often a remove is retried while the device is busy (a scanner such as
+// blkid may hold it for a moment). Deactivate then falls back to deferred
+// removal; DeactivateForDelete gives up and leaves the device alone.
 constexpr int kBusyRetries = 3;
 constexpr std::chrono::milliseconds kBusyDelay{10};
-constexpr std::chrono::seconds kThinLsTimeout{120};
+constexpr std::chrono::seconds kThinToolTimeout{120};
 
 Status CheckId(ThinId id) {
   if (id > kMaxThinId)
@@ -85,11 +92,15 @@ class DevNode {
 
 class DmPool final : public ThinPool {
  public:
-  DmPool(std::string name, dm::DevNum dev, uint64_t block_bytes)
-      : name_(std::move(name)), dev_(dev), block_bytes_(block_bytes) {}
+  DmPool(std::string name, dm::DevNum dev, uint64_t block_bytes, bool discards_reach_data)
+      : name_(std::move(name)),
+        dev_(dev),
+        block_bytes_(block_bytes),
+        discards_reach_data_(discards_reach_data) {}
 
   const std::string& name() const override { return name_; }
   uint64_t block_bytes() const override { return block_bytes_; }
+  bool DiscardsReachData() const override { return discards_reach_data_; }
 
   Status CreateThin(ThinId id) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
@@ -221,20 +232,25 @@ class DmPool final : public ThinPool {
       close(fd);
       if (!synced) return Status::FromErrno(err, "flush " + name);
     }
-    return Remove(name);
+    return Remove(name, /*defer_if_busy=*/true);
   }
 
   Status DeactivateForDelete(ThinId id) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
-    return Remove(ThinName(id));
+    THINSNAP_RETURN_IF_ERROR(Remove(ReclaimName(id), /*defer_if_busy=*/false));
+    // A deferred removal scheduled by an earlier Deactivate still leaves the
+    // device open: the remove below then fails with EBUSY as well.
+    return Remove(ThinName(id), /*defer_if_busy=*/false)
+        .Annotate("thin id " + std::to_string(id) + " is kept while open");
   }
 
-  // Removes a thin device, retrying briefly while something (e.g. blkid)
-  // holds it, then deferring the removal to its last close.
-  static Status Remove(const std::string& name) {
-    Status st = dm::Remove(
-        name, dm::RemoveOptions{
-                  .busy_retries = kBusyRetries, .retry_delay = kBusyDelay, .defer_if_busy = true});
+  // Removes a thin device (a missing one is not an error), retrying briefly
+  // while something (e.g. blkid) holds it; then, if asked, defers the
+  // removal to its last close, else returns Unavailable (EBUSY).
+  static Status Remove(const std::string& name, bool defer_if_busy) {
+    Status st = dm::Remove(name, dm::RemoveOptions{.busy_retries = kBusyRetries,
+                                                   .retry_delay = kBusyDelay,
+                                                   .defer_if_busy = defer_if_busy});
     if (st.code() == Code::kNotFound) return Status::Ok();
     return st;
   }
@@ -264,25 +280,43 @@ class DmPool final : public ThinPool {
   }
 
   Result<uint64_t> MappedBytes(ThinId id) override {
-    auto st = ThinStatusOf(id);
+    THINSNAP_RETURN_IF_ERROR(CheckId(id));
+    auto st = ThinStatusOf(ThinName(id));
     if (!st.ok()) return st.status();
     return st->mapped_sectors * 512;
   }
 
-  Status DiscardAll(ThinId id, uint64_t span_bytes) override {
+  Status DiscardInactive(ThinId id, uint64_t span_bytes,
+                         const std::optional<std::vector<ByteRange>>& ranges) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
-    const std::string name = ThinName(id);
-    auto info = dm::GetInfo(name);
+    if (ranges && ranges->empty()) return Status::Ok();
+    auto info = dm::GetInfo(ThinName(id));
     if (!info.ok()) return info.status();
-    const bool temporary = !info->exists;
-    if (temporary) THINSNAP_RETURN_IF_ERROR(Activate(id, span_bytes, Access::kReadWrite));
-    Status st = DiscardMapped(id);
-    // The id is about to be deleted: no flush is owed to anyone.
-    if (temporary) {
-      Status removed = DeactivateForDelete(id);
-      if (st.ok()) st = removed;
+    if (info->exists) {
+      return Status::FailedPrecondition(ThinName(id) +
+                                        " is active; deactivate it before discarding");
     }
-    return st;
+    const std::string name = ReclaimName(id);
+    const dm::Target target = dm::ThinTarget(span_bytes / 512, dev_, id);
+    Status st = dm::Create(name, {target});
+    if (st.code() == Code::kAlreadyExists) st = CheckActive(name, target, /*read_only=*/false);
+    THINSNAP_RETURN_IF_ERROR(st);
+    st = ranges ? DiscardRanges(name, *ranges) : DiscardMapped(name);
+    // The id is about to be deleted: no flush is owed to anyone.
+    Status removed = Remove(name, /*defer_if_busy=*/false);
+    return st.ok() ? removed : st;
+  }
+
+  Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
+      const std::vector<ThinPair>& pairs) override {
+    std::vector<Result<std::vector<ByteRange>>> out;
+    out.reserve(pairs.size());
+    THINSNAP_RETURN_IF_ERROR(WithMetadataSnap([&](const std::string& meta) -> Status {
+      THINSNAP_FAILPOINT("reclaim.after_metadata_snap");
+      for (const ThinPair& p : pairs) out.push_back(DeltaOf(meta, p));
+      return Status::Ok();
+    }));
+    return out;
   }
 
   Status Grow(uint64_t data_bytes, uint64_t meta_bytes) override {
@@ -328,37 +362,46 @@ class DmPool final : public ThinPool {
   };
 
   std::string ThinName(ThinId id) const { return name_ + kThinInfix + std::to_string(id); }
+  std::string ReclaimName(ThinId id) const { return name_ + kReclaimInfix + std::to_string(id); }
 
-  Result<dm::ThinStatus> ThinStatusOf(ThinId id) {
-    THINSNAP_RETURN_IF_ERROR(CheckId(id));
-    auto lines = dm::GetStatus(ThinName(id));
+  Result<dm::ThinStatus> ThinStatusOf(const std::string& name) {
+    auto lines = dm::GetStatus(name);
     if (!lines.ok()) return lines.status();
-    if (lines->size() != 1) {
-      return Status::FailedPrecondition(ThinName(id) + " is not a single thin target");
-    }
+    if (lines->size() != 1)
+      return Status::FailedPrecondition(name + " is not a single thin target");
     auto parsed = dm::ParseThinStatus(lines->front().ToString());
     if (!parsed.ok()) return parsed.status();
-    if (parsed->failed) return Status::Internal(ThinName(id) + " reports Fail");
+    if (parsed->failed) return Status::Internal(name + " reports Fail");
     return parsed;
   }
 
-  // Discards [0, highest mapped sector] of an active device. The kernel walks
-  // a discard block by block looking for mappings, so bounding it by the
-  // highest mapping keeps a sparse device's discard cheap.
-  Status DiscardMapped(ThinId id) {
-    auto st = ThinStatusOf(id);
+  // Discards [0, highest mapped sector] of the active device `name`. The
+  // kernel walks a discard block by block looking for mappings, so bounding
+  // it by the highest mapping keeps a sparse device's discard cheap.
+  Status DiscardMapped(const std::string& name) {
+    auto st = ThinStatusOf(name);
     if (!st.ok()) return st.status();
     if (!st->highest_mapped_sector) return Status::Ok();  // nothing mapped
     const uint64_t end_bytes = (*st->highest_mapped_sector + 1) * 512;
     const uint64_t span = (end_bytes + block_bytes_ - 1) / block_bytes_ * block_bytes_;
-    auto device = dm::ExclusiveDevice::Open(DevicePath(id));
-    if (!device.ok()) return device.status();
-    return device->Discard({{0, span}});
+    return DiscardRanges(name, {{0, span}});
   }
 
-  // Runs thin_ls on a held metadata snapshot (exact, and safe while the pool
-  // is live) and returns its numeric columns, one row per thin id.
-  Result<std::vector<std::vector<uint64_t>>> ThinLs(const std::vector<std::string>& columns) {
+  // Discards `ranges` of the active device `name`, held exclusively.
+  Status DiscardRanges(const std::string& name, const std::vector<ByteRange>& ranges) {
+    auto device = dm::ExclusiveDevice::Open(dm::MapperPath(name));
+    if (!device.ok()) return device.status();
+    for (size_t i = 0; i < ranges.size(); ++i) {
+      THINSNAP_RETURN_IF_ERROR(device->Discard({{ranges[i].offset, ranges[i].length}}));
+      if (i == 0 && ranges.size() > 1) THINSNAP_FAILPOINT("reclaim.after_partial_discard");
+    }
+    return Status::Ok();
+  }
+
+  // Holds a metadata snapshot of the pool (exact, and safe to read while the
+  // pool is live) for the duration of `read`, which gets the path of a node
+  // of the metadata device to hand to thin-provisioning-tools.
+  Status WithMetadataSnap(const std::function<Status(const std::string& meta)>& read) {
     // The pool holds at most one metadata snapshot; these calls take turns.
     std::lock_guard<std::mutex> snap_lock(meta_snap_mu_);
     auto table = PoolTable();
@@ -366,25 +409,52 @@ class DmPool final : public ThinPool {
     DevNode node;
     THINSNAP_RETURN_IF_ERROR(node.Find(table->metadata_dev));
     THINSNAP_RETURN_IF_ERROR(ReserveMetadataSnap());
-    std::string fields;
-    for (const std::string& c : columns) fields += (fields.empty() ? "" : ",") + c;
-    RunOptions run_options;
-    run_options.timeout = kThinLsTimeout;
-    auto out = RunCommand({"thin_ls", "--metadata-snap", "--no-headers", "-o", fields, node.path()},
-                          run_options);
+    Status st = read(node.path());
     Status released;
     {
       std::lock_guard<std::mutex> lock(msg_mu_);
       released = dm::SendReleaseMetadataSnap(name_);
     }
-    if (!out.ok()) return out.status().Annotate("thin_ls");
+    return st.ok() ? released : st;
+  }
+
+  // The ranges `p.id` maps differently from `p.origin`, per thin_delta.
+  Result<std::vector<ByteRange>> DeltaOf(const std::string& meta, const ThinPair& p) {
+    THINSNAP_RETURN_IF_ERROR(CheckId(p.id));
+    THINSNAP_RETURN_IF_ERROR(CheckId(p.origin));
+    auto text = RunThinTool({"thin_delta", "--metadata-snap", "--snap1", std::to_string(p.origin),
+                             "--snap2", std::to_string(p.id), meta});
+    if (!text.ok()) return text.status();
+    return ParseThinDeltaOwnRanges(*text, block_bytes_);
+  }
+
+  // Runs one of thin-provisioning-tools' readers; its stdout, or Internal
+  // with its stderr if it fails.
+  static Result<std::string> RunThinTool(const std::vector<std::string>& argv) {
+    RunOptions run_options;
+    run_options.timeout = kThinToolTimeout;
+    auto out = RunCommand(argv, run_options);
+    if (!out.ok()) return out.status().Annotate(argv[0]);
     if (out->exit_code != 0) {
-      return Status::Internal("thin_ls exited " + std::to_string(out->exit_code) + ": " + out->err);
+      return Status::Internal(argv[0] + " exited " + std::to_string(out->exit_code) + ": " +
+                              out->err);
     }
-    if (!released.ok()) return released;
+    return std::move(out->out);
+  }
+
+  // Runs thin_ls on a held metadata snapshot and returns its numeric
+  // columns, one row per thin id.
+  Result<std::vector<std::vector<uint64_t>>> ThinLs(const std::vector<std::string>& columns) {
+    std::string fields;
+    for (const std::string& c : columns) fields += (fields.empty() ? "" : ",") + c;
+    Result<std::string> out = std::string();
+    THINSNAP_RETURN_IF_ERROR(WithMetadataSnap([&](const std::string& meta) {
+      out = RunThinTool({"thin_ls", "--metadata-snap", "--no-headers", "-o", fields, meta});
+      return out.status();
+    }));
     std::vector<std::vector<uint64_t>> rows;
     size_t pos = 0;
-    const std::string& text = out->out;
+    const std::string& text = *out;
     while (pos < text.size()) {
       size_t end = text.find('\n', pos);
       if (end == std::string::npos) end = text.size();
@@ -465,6 +535,7 @@ class DmPool final : public ThinPool {
   const std::string name_;
   const dm::DevNum dev_;
   const uint64_t block_bytes_;
+  const bool discards_reach_data_;
 
   std::mutex msg_mu_;  // serialises pool messages
 
@@ -486,7 +557,7 @@ class DmPool final : public ThinPool {
 
 Result<std::unique_ptr<ThinPool>> OpenDmPool(const std::string& pool_name) {
   THINSNAP_RETURN_IF_ERROR(dm::ValidateName(pool_name));
-  if (pool_name.size() + sizeof(kThinInfix) - 1 + kMaxIdDigits > dm::kMaxNameLength) {
+  if (pool_name.size() + sizeof(kReclaimInfix) - 1 + kMaxIdDigits > dm::kMaxNameLength) {
     return Status::InvalidArgument("pool name '" + pool_name +
                                    "' leaves no room for thin device names");
   }
@@ -500,8 +571,17 @@ Result<std::unique_ptr<ThinPool>> OpenDmPool(const std::string& pool_name) {
   }
   auto parsed = dm::ParseThinPoolTable(table->front().ToString());
   if (!parsed.ok()) return parsed.status();
-  return std::unique_ptr<ThinPool>(
-      std::make_unique<DmPool>(pool_name, info->dev, parsed->block_sectors * 512));
+  auto status = dm::GetStatus(pool_name, /*no_flush=*/true);
+  if (!status.ok()) return status.status();
+  if (status->size() != 1) return Status::FailedPrecondition(pool_name + " is not a single target");
+  auto pool_status = dm::ParseThinPoolStatus(status->front().ToString());
+  if (!pool_status.ok()) return pool_status.status();
+  // The kernel turns passdown off by itself when the data device cannot
+  // discard; the status says what is in force, the table only what was asked.
+  const bool discards_reach_data =
+      !pool_status->failed && pool_status->discard == dm::DiscardMode::kPassdown;
+  return std::unique_ptr<ThinPool>(std::make_unique<DmPool>(
+      pool_name, info->dev, parsed->block_sectors * 512, discards_reach_data));
 }
 
 }  // namespace thinsnap

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,10 @@ class ThinPool {
   virtual Status Deactivate(ThinId id) = 0;
   // As Deactivate, but without the flush, for a device whose thin id is about
   // to be deleted: a full pool cannot flush, and deleting must still work then.
+  // Never defers: while anything holds the device open (a VM that hot-plugged
+  // it, a mount) it returns Unavailable (EBUSY) and leaves the device as it is,
+  // so the holder keeps its data. Also removes a private activation that
+  // DiscardInactive left behind (a crash).
   virtual Status DeactivateForDelete(ThinId id) = 0;
   // Ids of this pool's thin devices that are currently active.
   virtual Result<std::vector<ThinId>> ListActive() = 0;
@@ -93,13 +98,30 @@ class ThinPool {
   virtual Result<uint64_t> MappedBytes(ThinId id) = 0;
 
   // --- Giving space back. ---
-  // Discards everything `id` maps, before it is deleted: blocks it alone
-  // maps return to the data device (with discard passdown; on a loop pool the
-  // data file shrinks), shared ones are only unmapped from `id`. An inactive
-  // `id` is activated for the purpose with `span_bytes` of virtual size, which
-  // must cover every block it may map, and deactivated again. Unavailable
-  // (EBUSY) if the device is open.
-  virtual Status DiscardAll(ThinId id, uint64_t span_bytes) = 0;
+  // False when a discard on a thin device cannot reach the data device (the
+  // pool ignores discards, or does not pass them down): a delete then frees
+  // as much, for the pool alone, and discarding first is wasted work.
+  virtual bool DiscardsReachData() const = 0;
+  // For each pair, the byte ranges where `id` maps blocks that `origin` does
+  // not map, or maps to other blocks: what `id` wrote itself, and so the
+  // only blocks a discard of `id` can give back. Read from one consistent
+  // view of the pool's metadata for the whole batch; each pair has its own
+  // result (an id or origin may be gone). `id` must be inactive, so that
+  // nothing changes its mappings meanwhile.
+  struct ThinPair {
+    ThinId id = 0;
+    ThinId origin = 0;
+  };
+  virtual Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
+      const std::vector<ThinPair>& pairs) = 0;
+  // Discards `ranges` of the inactive device `id` (nullopt: everything it
+  // maps), before it is deleted. Blocks no other thin device maps return to
+  // the data device (on a loop pool the data file shrinks); shared ones are
+  // only unmapped from `id`. It works on a private activation of `span_bytes`
+  // whose name no client was ever given, so no holder of the snapshot's own
+  // device can be affected. FailedPrecondition if `id` is active.
+  virtual Status DiscardInactive(ThinId id, uint64_t span_bytes,
+                                 const std::optional<std::vector<ByteRange>>& ranges) = 0;
   // Discards the ranges `find_unused` names on the active device `id`, e.g.
   // blocks its filesystem does not use. The device is held exclusively from
   // before `find_unused` runs until the discard is done, so nobody can mount

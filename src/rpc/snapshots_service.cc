@@ -3,6 +3,7 @@
 #include <google/protobuf/util/time_util.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <exception>
 #include <string>
 #include <utility>
@@ -57,6 +58,19 @@ grpc::Status Guard(const char* method, const grpc::ServerContext* context, Body&
     spdlog::error("rpc {}: unexpected non-standard exception", method);
     return grpc::Status(grpc::StatusCode::INTERNAL, "internal error");
   }
+}
+
+// The client's deadline on the steady clock, less a margin for the answer to
+// reach it in time; time_point::max() when the call has none.
+std::chrono::steady_clock::time_point LocalDeadline(const grpc::ServerContext& context) {
+  constexpr auto kReplyMargin = std::chrono::milliseconds(250);
+  const auto deadline = context.deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) {
+    return std::chrono::steady_clock::time_point::max();
+  }
+  const auto left = deadline - std::chrono::system_clock::now() - kReplyMargin;
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(left);
 }
 
 Labels ToLabels(const google::protobuf::Map<std::string, std::string>& labels) {
@@ -284,7 +298,8 @@ grpc::Status SnapshotsService::Usage(grpc::ServerContext* context, const v1::Usa
 grpc::Status SnapshotsService::Cleanup(grpc::ServerContext* context,
                                        const v1::CleanupRequest* /*request*/,
                                        google::protobuf::Empty* /*response*/) {
-  return Guard("Cleanup", context, [&] { return ToGrpcStatus(snapshotter_->Cleanup()); });
+  return Guard("Cleanup", context,
+               [&] { return ToGrpcStatus(snapshotter_->Cleanup(LocalDeadline(*context))); });
 }
 
 }  // namespace thinsnap

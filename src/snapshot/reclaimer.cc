@@ -5,30 +5,104 @@
 #include "base/failpoint.h"
 
 namespace thinsnap {
+namespace {
+
+double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// What to discard of one target: nothing, everything it maps (nullopt), or
+// the ranges it wrote itself.
+struct DiscardPlan {
+  bool discard = false;
+  std::optional<std::vector<ByteRange>> ranges;
+};
+
+// Plans the discards of the targets deactivated so far (`done[i]` OK). The
+// own ranges of every target with a known origin come from one metadata
+// snapshot; a target whose ranges cannot be read falls back to a discard of
+// everything it maps, which is slower but gives back the same blocks.
+std::vector<DiscardPlan> PlanDiscards(ThinPool& pool, const std::vector<ReclaimTarget>& targets,
+                                      std::vector<Status>& done, const ReclaimOptions& options) {
+  std::vector<DiscardPlan> plans(targets.size());
+  if (!options.discard || !pool.DiscardsReachData()) return plans;
+  std::vector<ThinPool::ThinPair> pairs;
+  std::vector<size_t> paired;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (!done[i].ok() || !targets[i].may_own_blocks) continue;
+    plans[i].discard = true;
+    if (targets[i].origin) {
+      pairs.push_back({targets[i].id, *targets[i].origin});
+      paired.push_back(i);
+    }
+  }
+  if (pairs.empty()) return plans;
+  auto deltas = pool.OwnRanges(pairs);
+  if (!deltas.ok()) {
+    spdlog::warn("reclaim: own blocks of {} device(s) unknown, discarding all they map: {}",
+                 pairs.size(), deltas.status().ToString());
+    return plans;
+  }
+  for (size_t k = 0; k < paired.size(); ++k) {
+    const size_t i = paired[k];
+    Result<std::vector<ByteRange>>& delta = (*deltas)[k];
+    if (delta.ok()) {
+      plans[i].ranges = std::move(*delta);
+    } else {
+      spdlog::warn("reclaim of thin id {}: own blocks unknown, discarding all it maps: {}",
+                   targets[i].id, delta.status().ToString());
+    }
+  }
+  for (size_t i : paired) {
+    if (done[i].ok()) done[i] = failpoint::Hit("reclaim.after_delta");
+  }
+  return plans;
+}
+
+// Discards (as planned) and deletes one deactivated target.
+Status Finish(ThinPool& pool, const ReclaimTarget& target, const DiscardPlan& plan,
+              const ReclaimOptions& options) {
+  if (plan.discard) {
+    Status discarded = pool.DiscardInactive(target.id, options.span_bytes, plan.ranges);
+    // Storage without discard support, or an id already deleted (a retry
+    // after a crash), must not keep the id from being deleted: the space is
+    // then only returned to the pool, not to the data device.
+    if (!discarded.ok()) {
+      spdlog::warn("thin id {}: deleting without discard: {}", target.id, discarded.ToString());
+    } else {
+      THINSNAP_FAILPOINT("reclaim.after_discard");
+    }
+  }
+  THINSNAP_RETURN_IF_ERROR(DeleteIfPresent(pool, target.id));
+  THINSNAP_FAILPOINT("remove.after_delete");
+  return Status::Ok();
+}
+
+}  // namespace
+
+ReclaimTarget TargetOf(const Intent& intent) {
+  return {intent.thin_id, intent.origin_thin_id, intent.may_own_blocks};
+}
 
 Status DeleteIfPresent(ThinPool& pool, ThinId id) {
   Status st = pool.Delete(id);
   return st.code() == Code::kNotFound ? Status::Ok() : st;
 }
 
-Status ReclaimThin(ThinPool& pool, ThinId id, const ReclaimOptions& options) {
-  if (options.discard) {
-    Status discarded = pool.DiscardAll(id, options.span_bytes);
-    // Open: someone still uses the device; a later pass retries. Any other
-    // failure (storage without discard support, an id already deleted) must
-    // not keep the id from being deleted: the space is then only returned to
-    // the pool, not to the data device.
-    if (discarded.code() == Code::kUnavailable) return discarded;
-    if (!discarded.ok()) {
-      spdlog::warn("thin id {}: deleting without discard: {}", id, discarded.ToString());
-    }
-    THINSNAP_FAILPOINT("reclaim.after_discard");
+std::vector<Status> ReclaimThins(ThinPool& pool, const std::vector<ReclaimTarget>& targets,
+                                 const ReclaimOptions& options) {
+  std::vector<Status> done(targets.size());
+  // Deactivation first: it fails, and changes nothing, while the device is
+  // open, so nothing below can touch a device someone holds.
+  for (size_t i = 0; i < targets.size(); ++i) {
+    done[i] = pool.DeactivateForDelete(targets[i].id);
+    if (done[i].ok()) done[i] = failpoint::Hit("remove.after_deactivate");
   }
-  THINSNAP_RETURN_IF_ERROR(pool.DeactivateForDelete(id));
-  THINSNAP_FAILPOINT("remove.after_deactivate");
-  THINSNAP_RETURN_IF_ERROR(DeleteIfPresent(pool, id));
-  THINSNAP_FAILPOINT("remove.after_delete");
-  return Status::Ok();
+  const std::vector<DiscardPlan> plans = PlanDiscards(pool, targets, done, options);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (done[i].ok()) done[i] = Finish(pool, targets[i], plans[i], options);
+  }
+  return done;
 }
 
 Status TrimUnused(ThinPool& pool, Filesystem& fs, ThinId id, int64_t created_ns) {
@@ -38,17 +112,18 @@ Status TrimUnused(ThinPool& pool, Filesystem& fs, ThinId id, int64_t created_ns)
   return pool.DiscardUnused(id, [&] { return fs.UnusedRanges(device, pool.block_bytes(), since); });
 }
 
-Reclaimer::Reclaimer(Store& store, ThinPool& pool, ThinIdLocks& locks, ReclaimOptions options,
-                     std::function<void(ThinId)> released)
+Reclaimer::Reclaimer(Store& store, ThinPool& pool, ReclaimOptions options,
+                     std::function<void(ThinId)> released,
+                     std::function<void(const ReclaimPass&)> on_pass)
     : store_(store),
       pool_(pool),
-      locks_(locks),
       options_(options),
-      released_(std::move(released)) {}
+      released_(std::move(released)),
+      on_pass_(std::move(on_pass)) {}
 
 Reclaimer::~Reclaimer() {
   {
-    std::lock_guard lock(wake_mu_);
+    std::lock_guard lock(mu_);
     stopping_ = true;
   }
   wake_cv_.notify_all();
@@ -61,48 +136,110 @@ void Reclaimer::Start() {
 
 void Reclaimer::Wake() {
   {
-    std::lock_guard lock(wake_mu_);
+    std::lock_guard lock(mu_);
     wanted_ = true;
   }
   wake_cv_.notify_one();
 }
 
+Status Reclaimer::AwaitPass(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mu_);
+  const uint64_t mine = passes_started_ + 1;
+  wanted_ = true;
+  wake_cv_.notify_one();
+  auto ended = [&] { return passes_done_ >= mine || stopping_; };
+  if (deadline == std::chrono::steady_clock::time_point::max()) {
+    done_cv_.wait(lock, ended);
+  } else if (!done_cv_.wait_until(lock, deadline, ended)) {
+    const int left = last_pass_.ok() ? last_pass_->left : 0;
+    return Status::Unavailable(
+        "cleanup: the reclaim pass did not end before the deadline" +
+        (left ? "; the last one left " + std::to_string(left) + " device(s)" : std::string()) +
+        ". It goes on in the background");
+  }
+  if (passes_done_ < mine) return Status::Unavailable("cleanup: thinsnapd is stopping");
+  if (!last_pass_.ok()) return last_pass_.status().Annotate("cleanup");
+  if (last_pass_->left > 0) {
+    return Status::FailedPrecondition(
+        "cleanup: " + std::to_string(last_pass_->left) +
+        " removed snapshot device(s) not reclaimed yet, e.g. " + last_pass_->left_why +
+        "; each is kept with its data until it is closed, then reclaimed");
+  }
+  return Status::Ok();
+}
+
 void Reclaimer::Work() {
+  bool retry = false;  // the last pass left devices behind
   for (;;) {
     {
-      std::unique_lock lock(wake_mu_);
-      wake_cv_.wait(lock, [&] { return wanted_ || stopping_; });
+      std::unique_lock lock(mu_);
+      auto ready = [&] { return wanted_ || stopping_; };
+      if (retry) {
+        wake_cv_.wait_for(lock, kBusyRetryInterval, ready);
+      } else {
+        wake_cv_.wait(lock, ready);
+      }
       if (stopping_) return;
       wanted_ = false;
     }
-    auto left = RunPass();
-    if (!left.ok()) spdlog::warn("reclaim: {}", left.status().ToString());
+    auto pass = RunPass();
+    if (!pass.ok()) spdlog::warn("reclaim: {}", pass.status().ToString());
+    retry = !pass.ok() || pass->left > 0;
   }
 }
 
-Result<int> Reclaimer::RunPass() {
-  std::lock_guard pass(pass_mu_);
-  auto intents = store_.ListIntents();
-  if (!intents.ok()) return intents.status();
-  int left = 0;
-  for (const Intent& intent : *intents) {
-    // Creates in flight belong to a running Prepare; only deletes are ours.
-    if (intent.op != IntentOp::kDelete) continue;
-    Status st;
-    {
-      ThinIdLocks::Hold hold(locks_, intent.thin_id);
-      st = ReclaimThin(pool_, intent.thin_id, options_);
-    }
-    if (st.ok()) st = store_.FinishIntent(intent.id);
-    if (!st.ok()) {
-      ++left;
-      spdlog::warn("reclaim of thin id {} deferred: {}", intent.thin_id, st.ToString());
-      continue;
-    }
-    released_(intent.thin_id);
+Result<ReclaimPass> Reclaimer::RunPass() {
+  std::lock_guard pass_lock(pass_mu_);
+  uint64_t number;
+  {
+    std::lock_guard lock(mu_);
+    number = ++passes_started_;
   }
-  if (left) spdlog::info("reclaim: {} device(s) still busy, will retry", left);
-  return left;
+  const auto start = std::chrono::steady_clock::now();
+  Result<ReclaimPass> result = [&]() -> Result<ReclaimPass> {
+    auto intents = store_.ListIntents();
+    if (!intents.ok()) return intents.status();
+    // Creates in flight belong to a running Prepare; only deletes are ours.
+    // No id lock is needed: a delete intent's id belongs to no snapshot any
+    // more, so no request can reach it, and passes take turns.
+    std::vector<Intent> deletes;
+    for (const Intent& intent : *intents) {
+      if (intent.op == IntentOp::kDelete) deletes.push_back(intent);
+    }
+    ReclaimPass pass;
+    for (size_t begin = 0; begin < deletes.size(); begin += kBatch) {
+      const size_t end = std::min(deletes.size(), begin + kBatch);
+      std::vector<ReclaimTarget> targets;
+      for (size_t i = begin; i < end; ++i) targets.push_back(TargetOf(deletes[i]));
+      const std::vector<Status> done = ReclaimThins(pool_, targets, options_);
+      std::vector<int64_t> finished;
+      for (size_t k = 0; k < done.size(); ++k) {
+        if (done[k].ok()) {
+          finished.push_back(deletes[begin + k].id);
+          continue;
+        }
+        if (pass.left_why.empty()) pass.left_why = done[k].ToString();
+        ++pass.left;
+        spdlog::info("reclaim of thin id {} deferred: {}", targets[k].id, done[k].ToString());
+      }
+      THINSNAP_RETURN_IF_ERROR(store_.FinishIntents(finished));
+      for (size_t k = 0; k < done.size(); ++k) {
+        if (done[k].ok() && released_) released_(targets[k].id);
+      }
+      pass.reclaimed += static_cast<int>(finished.size());
+    }
+    pass.seconds = SecondsSince(start);
+    if (pass.left) spdlog::info("reclaim: {} device(s) still busy, will retry", pass.left);
+    return pass;
+  }();
+  if (result.ok() && on_pass_) on_pass_(*result);
+  {
+    std::lock_guard lock(mu_);
+    passes_done_ = number;
+    last_pass_ = result;
+  }
+  done_cv_.notify_all();
+  return result;
 }
 
 }  // namespace thinsnap

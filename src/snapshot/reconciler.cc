@@ -38,6 +38,28 @@ Result<ReconcileReport> Reconciler::Run(bool repair) {
   return report;
 }
 
+// Finishes `intents` (pool side first, then the metadata), in one batch.
+Status Reconciler::Finish(const std::vector<Intent>& intents, ReconcileReport* report) {
+  std::vector<ReclaimTarget> targets;
+  for (const Intent& intent : intents) targets.push_back(TargetOf(intent));
+  const std::vector<Status> done = ReclaimThins(pool_, targets, reclaim_);
+  std::vector<int64_t> finished;
+  for (size_t i = 0; i < intents.size(); ++i) {
+    if (!done[i].ok()) {
+      report->problems.push_back("thin id " + std::to_string(intents[i].thin_id) + ": " +
+                                 done[i].ToString());
+      continue;  // keep the intent: the next run, or the reclaimer, retries
+    }
+    // An unfinished snapshot row goes with its intent (ON DELETE CASCADE).
+    if (intents[i].snapshot_id) {
+      THINSNAP_RETURN_IF_ERROR(store_.DropUnfinished(intents[i].snapshot_id));
+    } else {
+      finished.push_back(intents[i].id);
+    }
+  }
+  return store_.FinishIntents(finished);
+}
+
 Status Reconciler::UndoIntents(bool repair, ReconcileReport* report) {
   auto intents = store_.ListIntents();
   if (!intents.ok()) return intents.status();
@@ -47,18 +69,9 @@ Status Reconciler::UndoIntents(bool repair, ReconcileReport* report) {
     } else {
       ++report->unfinished_deletes;
     }
-    if (!repair) continue;
-    Status st = ReclaimThin(pool_, intent.thin_id, reclaim_);
-    if (!st.ok()) {
-      report->problems.push_back("thin id " + std::to_string(intent.thin_id) + ": " +
-                                 st.ToString());
-      continue;  // keep the intent: the next run retries
-    }
-    // An unfinished snapshot row goes with its intent (ON DELETE CASCADE).
-    THINSNAP_RETURN_IF_ERROR(intent.snapshot_id ? store_.DropUnfinished(intent.snapshot_id)
-                                                : store_.FinishIntent(intent.id));
   }
-  return Status::Ok();
+  if (!repair || intents->empty()) return Status::Ok();
+  return Finish(*intents, report);
 }
 
 Status Reconciler::DeleteOrphans(bool repair, ReconcileReport* report) {
@@ -69,6 +82,7 @@ Status Reconciler::DeleteOrphans(bool repair, ReconcileReport* report) {
   const std::set<ThinId> pool_ids(in_pool->begin(), in_pool->end());
   const std::set<ThinId> db_ids(known->begin(), known->end());
 
+  std::vector<Intent> orphans;
   for (ThinId id : pool_ids) {
     if (db_ids.count(id)) continue;
     report->orphan_ids.push_back(id);
@@ -76,13 +90,9 @@ Status Reconciler::DeleteOrphans(bool repair, ReconcileReport* report) {
     // Record first, so a crash during the delete is finished next time.
     auto intent = store_.RecordDelete(id);
     if (!intent.ok()) return intent.status();
-    Status st = ReclaimThin(pool_, id, reclaim_);
-    if (!st.ok()) {
-      report->problems.push_back("orphan " + std::to_string(id) + ": " + st.ToString());
-      continue;
-    }
-    THINSNAP_RETURN_IF_ERROR(store_.FinishIntent(intent->id));
+    orphans.push_back(*intent);
   }
+  if (!orphans.empty()) THINSNAP_RETURN_IF_ERROR(Finish(orphans, report));
 
   Status st = store_.ForEach([&](const SnapshotRecord& r) {
     if (!pool_ids.count(r.thin_id)) report->lost.push_back(r.info.name);
@@ -114,6 +124,10 @@ Status Reconciler::FixActivation(bool repair, ReconcileReport* report) {
       if (!st.ok()) report->problems.push_back("activate " + r.info.name + ": " + st.ToString());
     }
   }
+  // A device whose delete is still pending (it was open) is the reclaimer's.
+  auto intents = store_.ListIntents();
+  if (!intents.ok()) return intents.status();
+  for (const Intent& intent : *intents) wanted.insert(intent.thin_id);
   for (ThinId id : active) {
     if (wanted.count(id)) continue;
     report->stray_devices.push_back(id);

@@ -48,6 +48,7 @@ class Reconciler {
   Status UndoIntents(bool repair, ReconcileReport* report);
   Status DeleteOrphans(bool repair, ReconcileReport* report);
   Status FixActivation(bool repair, ReconcileReport* report);
+  Status Finish(const std::vector<Intent>& intents, ReconcileReport* report);
 
   Store& store_;
   ThinPool& pool_;

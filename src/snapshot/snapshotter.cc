@@ -21,6 +21,9 @@ int64_t NowNs() {
       .count();
 }
 
+// How long a Prepare short of space waits for the reclaimer to give space back.
+constexpr std::chrono::seconds kSpaceReclaimWait{2};
+
 double FreePercent(uint64_t used, uint64_t total) {
   return total == 0 ? 0.0 : 100.0 * static_cast<double>(total - used) / static_cast<double>(total);
 }
@@ -34,8 +37,9 @@ struct Snapshotter::Impl {
         pool(std::move(p)),
         fs(std::move(f)),
         opts(o),
-        reclaimer(*store, *pool, id_locks, ReclaimOptionsOf(o),
-                  [this](ThinId id) { ids.Release(id); }),
+        reclaimer(
+            *store, *pool, ReclaimOptionsOf(o), [this](ThinId id) { ids.Release(id); },
+            o.on_reclaim_pass),
         autoextender(*pool, o.autoextend) {}
 
   static ReclaimOptions ReclaimOptionsOf(const SnapshotterOptions& o) {
@@ -168,10 +172,11 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   Status space = CheckFreeSpace();
   if (space.code() == Code::kResourceExhausted && !opts.async_remove) {
     // Removed snapshots may still hold the space on its way back through the
-    // background reclaimer: take it back now and look again, so that a
+    // background reclaimer: give it a moment and look again, so that a
     // Remove followed by a Prepare on a full pool works as a user expects.
-    auto left = reclaimer.RunPass();
-    if (!left.ok()) spdlog::warn("reclaim before prepare: {}", left.status().ToString());
+    // The wait is bounded: a Prepare never runs, nor waits out, a long pass.
+    Status reclaimed = reclaimer.AwaitPass(std::chrono::steady_clock::now() + kSpaceReclaimWait);
+    if (!reclaimed.ok()) spdlog::info("reclaim before prepare: {}", reclaimed.ToString());
     space = CheckFreeSpace();
   }
   THINSNAP_RETURN_IF_ERROR(space);
@@ -294,6 +299,9 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
   auto in_use = impl->store->ThinIdsInUse();
   if (!in_use.ok()) return in_use.status();
   impl->ids.Reserve(*in_use);
+  auto cursor = impl->store->ThinIdCursor();
+  if (!cursor.ok()) return cursor.status();
+  impl->ids.SetCursor(*cursor);
   THINSNAP_RETURN_IF_ERROR(impl->EnsureBase());
   impl->reclaimer.Start();
   impl->autoextender.Start();
@@ -380,6 +388,10 @@ Status Snapshotter::Remove(const std::string& key) {
   Impl::CallGuard guard(*impl_);
   THINSNAP_RETURN_IF_ERROR(guard.status());
   THINSNAP_RETURN_IF_ERROR(ValidateKey("key", key));
+  auto r = impl_->store->Get(key);
+  if (!r.ok()) return r.status();
+  // Not while a Commit of the same snapshot is between its steps.
+  ThinIdLocks::Hold hold(impl_->id_locks, r->thin_id);
   auto intent = impl_->store->BeginRemove(key);
   if (!intent.ok()) return intent.status();
   THINSNAP_FAILPOINT("remove.after_intent");
@@ -452,11 +464,10 @@ Status Snapshotter::Walk(const std::vector<std::string>& filters,
       [&](const SnapshotRecord& r) { return filter->Matches(r.info) ? fn(r.info) : Status::Ok(); });
 }
 
-Status Snapshotter::Cleanup() {
+Status Snapshotter::Cleanup(std::chrono::steady_clock::time_point deadline) {
   Impl::CallGuard guard(*impl_);
   THINSNAP_RETURN_IF_ERROR(guard.status());
-  auto left = impl_->reclaimer.RunPass();
-  return left.ok() ? Status::Ok() : left.status();
+  return impl_->reclaimer.AwaitPass(deadline);
 }
 
 void Snapshotter::Close() {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -29,6 +30,7 @@
 #include "metadata/store.h"
 #include "pool/autoextend.h"
 #include "pool/pool.h"
+#include "snapshot/reclaimer.h"
 #include "snapshot/reconciler.h"
 
 namespace thinsnap {
@@ -49,6 +51,8 @@ struct SnapshotterOptions {
   uint64_t max_snapshot_size_bytes = 1ull << 40;
   // Growing a loop pool before it fills (off unless a threshold is set).
   AutoextendOptions autoextend;
+  // Told of every reclaim pass's outcome (metrics); may be empty.
+  std::function<void(const ReclaimPass&)> on_reclaim_pass;
 };
 
 class Snapshotter {
@@ -80,9 +84,12 @@ class Snapshotter {
   // filter syntax; empty = all). Stops early if `fn` returns non-OK.
   Status Walk(const std::vector<std::string>& filters,
               const std::function<Status(const Info&)>& fn);
-  // Reclaims the devices of every removed snapshot now, in the caller's
-  // thread (Remove leaves that to a background worker, reclaimer.h).
-  Status Cleanup();
+  // Waits, at most until `deadline`, for a reclaim pass that began after
+  // the call (Remove leaves reclaiming to a background worker, reclaimer.h),
+  // and says whether it left removed snapshots' devices behind (still open:
+  // FailedPrecondition) or could not finish in time (Unavailable).
+  Status Cleanup(std::chrono::steady_clock::time_point deadline =
+                     std::chrono::steady_clock::time_point::max());
   // Waits for in-flight operations, then finishes the removals already
   // answered (unless async_remove); later calls return Unavailable.
   void Close();

@@ -21,13 +21,30 @@ void ThinIdAllocator::Reserve(const std::vector<ThinId>& ids) {
   }
 }
 
+void ThinIdAllocator::SetCursor(ThinId next) {
+  std::lock_guard lock(mu_);
+  cursor_ = next > kMaxThinId ? 0 : next;
+}
+
 Result<ThinId> ThinIdAllocator::Allocate() {
   std::lock_guard lock(mu_);
   if (free_.empty()) return Status::ResourceExhausted("all 2^24 thin device ids are in use");
-  auto lowest = free_.begin();
-  const auto [id, last] = *lowest;
-  free_.erase(lowest);
-  if (id < last) free_.emplace_hint(free_.begin(), id + 1, last);
+  // The first free id at or after the cursor: the run holding the cursor, or
+  // failing that the next run, or (wrapping around) the lowest.
+  auto it = free_.upper_bound(cursor_);
+  ThinId id;
+  if (it != free_.begin() && std::prev(it)->second >= cursor_) {
+    --it;
+    id = cursor_;
+  } else {
+    if (it == free_.end()) it = free_.begin();
+    id = it->first;
+  }
+  const auto [first, last] = *it;
+  free_.erase(it);
+  if (first < id) free_.emplace(first, id - 1);
+  if (id < last) free_.emplace(id + 1, last);
+  cursor_ = id == kMaxThinId ? 0 : id + 1;
   return id;
 }
 

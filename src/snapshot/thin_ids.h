@@ -12,8 +12,12 @@
 
 namespace thinsnap {
 
-// Hands out the lowest free thin id. Ids are reused once released; an id
-// stays reserved while anything (a snapshot, an intent) still refers to it.
+// Hands out thin ids round-robin: the first free id at or after a cursor
+// that only moves forward, wrapping at 2^24. A removed snapshot's id (and so
+// its device name, which derives from the id) is therefore not handed out
+// again until every other free id has been, so a Mounts answer read just
+// before a Remove does not soon name another snapshot's device. An id stays
+// reserved while anything (a snapshot, an intent) still refers to it.
 // Every call is O(log r), r being the number of free runs: a pool of many
 // thousands of snapshots must not pay for each one on every Prepare.
 class ThinIdAllocator {
@@ -21,6 +25,8 @@ class ThinIdAllocator {
   ThinIdAllocator();
   // Reserving an id already taken is a no-op.
   void Reserve(const std::vector<ThinId>& ids);
+  // Where allocation continues (after a restart: Store::ThinIdCursor).
+  void SetCursor(ThinId next);
   // ResourceExhausted when all 2^24 ids are taken.
   Result<ThinId> Allocate();
   // Releasing an id that is already free is a no-op.
@@ -32,9 +38,10 @@ class ThinIdAllocator {
   // rather than single ids, so that reserving a few high ids (a pool whose
   // ids came from elsewhere) costs a few entries, not one per gap below them.
   std::map<ThinId, ThinId> free_;
+  ThinId cursor_ = 0;
 };
 
-// Serialises operations on one existing device (Commit vs Remove vs Cleanup)
+// Serialises operations on one snapshot's device (Commit against Remove)
 // without a global lock: different ids never wait for each other.
 class ThinIdLocks {
  public:

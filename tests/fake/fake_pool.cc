@@ -69,6 +69,11 @@ class FakePoolState final : public FakePoolControl {
     return it == discarded_ranges.end() ? std::vector<ByteRange>{} : it->second;
   }
 
+  void SetOwnRanges(ThinId id, std::vector<ByteRange> ranges) override {
+    std::lock_guard lock(mu);
+    own_ranges[id] = std::move(ranges);
+  }
+
   int Grows() const override {
     std::lock_guard lock(mu);
     return grows;
@@ -77,6 +82,7 @@ class FakePoolState final : public FakePoolControl {
   mutable std::mutex mu;
   int grows = 0;
   std::vector<ThinId> discarded_ids;
+  std::map<ThinId, std::vector<ByteRange>> own_ranges;
   std::map<ThinId, std::vector<ByteRange>> discarded_ranges;
   std::map<ThinId, Device> devices;
   std::map<ThinId, Active> active;
@@ -160,6 +166,26 @@ class FakePool final : public ThinPool {
     return Status::Ok();
   }
   Status DeactivateForDelete(ThinId id) override { return Deactivate(id); }
+  bool DiscardsReachData() const override { return true; }
+  // The fake keeps no mappings: a device's own ranges are what a test set
+  // with SetOwnRanges, or none.
+  Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
+      const std::vector<ThinPair>& pairs) override {
+    std::lock_guard lock(s_->mu);
+    std::vector<Result<std::vector<ByteRange>>> out;
+    for (const ThinPair& p : pairs) {
+      if (!s_->devices.count(p.id) || !s_->devices.count(p.origin)) {
+        out.push_back(Status::FromErrno(ENODATA, "thin_delta of a missing id"));
+      } else if (s_->active.count(p.id)) {
+        out.push_back(Status::FromErrno(EBUSY, "own ranges of an active id"));
+      } else {
+        auto it = s_->own_ranges.find(p.id);
+        out.push_back(it == s_->own_ranges.end() ? std::vector<ByteRange>{} : it->second);
+      }
+    }
+    return out;
+  }
+
   Result<std::vector<ThinId>> ListActive() override { return s_->ActiveIds(); }
   Result<uint64_t> MappedBytes(ThinId id) override {
     std::lock_guard lock(s_->mu);
@@ -175,14 +201,17 @@ class FakePool final : public ThinPool {
     return Status::Ok();
   }
 
-  Status DiscardAll(ThinId id, uint64_t) override {
+  Status DiscardInactive(ThinId id, uint64_t,
+                         const std::optional<std::vector<ByteRange>>& ranges) override {
     std::lock_guard lock(s_->mu);
     auto dev = s_->devices.find(id);
     if (dev == s_->devices.end()) return Status::FromErrno(ENODATA, "discard of a missing id");
-    auto it = s_->active.find(id);
-    if (it != s_->active.end() && it->second.open) return Status::FromErrno(EBUSY, "discard");
+    if (s_->active.count(id)) return Status::FailedPrecondition("discard of an active id");
+    if (ranges && ranges->empty()) return Status::Ok();
     dev->second.mapped_bytes = 0;
     s_->discarded_ids.push_back(id);
+    auto& out = s_->discarded_ranges[id];
+    if (ranges) out.insert(out.end(), ranges->begin(), ranges->end());
     return Status::Ok();
   }
   Status DiscardUnused(ThinId id, const UnusedRangesFn& find_unused) override {

@@ -23,7 +23,10 @@ struct FakePoolControl {
   virtual void SetOpen(ThinId id, bool open) = 0;
   // The next pool message fails with this errno (0 = none).
   virtual void FailNextMessage(int err) = 0;
-  // How many DiscardAll / DiscardRanges calls succeeded, and on which ids.
+  // What OwnRanges reports for `id` (by default nothing: it never wrote).
+  virtual void SetOwnRanges(ThinId id, std::vector<ByteRange> ranges) = 0;
+  // The ids DiscardInactive discarded something of, in order, and the ranges
+  // it (or DiscardUnused) discarded of each.
   virtual std::vector<ThinId> DiscardedIds() const = 0;
   virtual std::vector<ByteRange> DiscardedRanges(ThinId id) const = 0;
   // How many times Grow was called.

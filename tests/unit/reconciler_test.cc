@@ -45,9 +45,11 @@ class ReconcilerTest : public ::testing::Test {
 TEST_F(ReconcilerTest, UnfinishedRemoveIsDiscardedThenDeleted) {
   // A crash between Remove (the intent) and the reclaim.
   ASSERT_TRUE(store_->BeginRemove("child").ok());
+  state_->SetOwnRanges(2, {{0, 64 << 10}});
   ReconcileReport report = Run(true);
   EXPECT_EQ(report.unfinished_deletes, 1) << report.Summary();
   EXPECT_EQ(state_->DiscardedIds(), std::vector<ThinId>{2});
+  EXPECT_EQ(state_->DiscardedRanges(2), (std::vector<ByteRange>{{0, 64 << 10}}));
   const auto ids = state_->ThinIds();
   EXPECT_EQ(std::count(ids.begin(), ids.end(), 2u), 0);
   EXPECT_TRUE(Run(false).clean());

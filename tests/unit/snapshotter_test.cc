@@ -173,9 +173,50 @@ TEST_F(SnapshotterTest, RemoveRefusesParentsAndFreesIds) {
   ASSERT_TRUE(snap_->Cleanup().ok());  // waits for the background reclaim
   EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
   EXPECT_TRUE(pool_->ActiveIds().empty());
-  // Ids are reused.
+  // Freed ids are not handed out again soon: the next one is new.
   MustPrepare("again");
-  EXPECT_EQ(pool_->ActiveIds(), std::vector<ThinId>{1});
+  EXPECT_EQ(pool_->ActiveIds(), std::vector<ThinId>{3});
+}
+
+// A device path read from Mounts never names another snapshot's device soon
+// after, and the round-robin survives a restart.
+TEST_F(SnapshotterTest, ARemovedSnapshotsDevicePathIsNotReused) {
+  MustPrepare("a");
+  const std::string old_source = snap_->Mounts("a")->at(0).source;
+  ASSERT_TRUE(snap_->Remove("a").ok());
+  ASSERT_TRUE(snap_->Cleanup().ok());
+  Reopen(SnapshotterOptions{});
+  for (int i = 0; i < 50; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    MustPrepare(key);
+    EXPECT_NE(snap_->Mounts(key)->at(0).source, old_source) << key;
+  }
+}
+
+// Remove and Commit of one snapshot take turns: exactly one wins, and the
+// loser sees the winner's result.
+TEST_F(SnapshotterTest, RemoveAndCommitOfOneSnapshotAreSerialised) {
+  for (int i = 0; i < 20; ++i) {
+    const std::string key = "a" + std::to_string(i);
+    const std::string name = "c" + std::to_string(i);
+    MustPrepare(key);
+    Status removed, committed;
+    std::thread remover([&] { removed = snap_->Remove(key); });
+    std::thread committer([&] { committed = snap_->Commit(name, key, {}); });
+    remover.join();
+    committer.join();
+    ASSERT_NE(removed.ok(), committed.ok()) << removed.ToString() << " / " << committed.ToString();
+    if (removed.ok()) {
+      EXPECT_EQ(committed.code(), Code::kNotFound) << committed.ToString();
+      EXPECT_EQ(snap_->Stat(name).status().code(), Code::kNotFound);
+    } else {
+      EXPECT_EQ(removed.code(), Code::kNotFound) << removed.ToString();
+      EXPECT_EQ(snap_->Stat(name)->kind, Kind::kCommitted);
+      ASSERT_TRUE(snap_->Remove(name).ok());
+    }
+  }
+  ASSERT_TRUE(snap_->Cleanup().ok());
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
 }
 
 // The size recorded for `key`, read through a second connection.
@@ -231,10 +272,24 @@ TEST_F(SnapshotterTest, RemoveDiscardsTheDeviceBeforeDeletingIt) {
   MustPrepare("a");
   MustCommit("layer", "a");
   MustPrepare("b", "layer");
+  ASSERT_TRUE(snap_->View("v", "layer", {}).ok());
+  pool_->SetOwnRanges(1, {{0, 64 << 10}});
+  pool_->SetOwnRanges(2, {{1 << 20, 128 << 10}});
   ASSERT_TRUE(snap_->Remove("b").ok());
+  ASSERT_TRUE(snap_->Remove("v").ok());
   ASSERT_TRUE(snap_->Remove("layer").ok());
   ASSERT_TRUE(snap_->Cleanup().ok());
+  // Only what each device wrote itself; the view (3) wrote nothing.
   EXPECT_EQ(pool_->DiscardedIds(), (std::vector<ThinId>{2, 1}));
+  EXPECT_EQ(pool_->DiscardedRanges(2), (std::vector<ByteRange>{{1 << 20, 128 << 10}}));
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
+}
+
+TEST_F(SnapshotterTest, ADeviceThatNeverWroteIsDeletedWithoutADiscard) {
+  MustPrepare("a");
+  ASSERT_TRUE(snap_->Remove("a").ok());
+  ASSERT_TRUE(snap_->Cleanup().ok());
+  EXPECT_TRUE(pool_->DiscardedIds().empty());
   EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
 }
 
@@ -277,15 +332,23 @@ TEST_F(SnapshotterTest, CommitOfAMountedDeviceTrimsNothing) {
 TEST_F(SnapshotterTest, RemoveOfBusyDeviceSucceedsAndCleanupFinishesIt) {
   MustPrepare("a");
   pool_->SetOpen(1, true);
+  pool_->SetOwnRanges(1, {{0, 64 << 10}});
   ASSERT_TRUE(snap_->Remove("a").ok());
   EXPECT_EQ(snap_->Stat("a").status().code(), Code::kNotFound);
   EXPECT_EQ(pool_->ThinIds().size(), 2u);  // still there, busy
   MustPrepare("b");                        // the busy id is not reused
   EXPECT_EQ(snap_->Mounts("b")->at(0).source, "/dev/mapper/fake-thin-2");
-  ASSERT_TRUE(snap_->Cleanup().ok());
-  EXPECT_EQ(pool_->ThinIds().size(), 3u);  // still busy: kept for later
+  // Still open: kept, untouched, and Cleanup says so.
+  Status busy = snap_->Cleanup();
+  EXPECT_EQ(busy.code(), Code::kFailedPrecondition) << busy.ToString();
+  EXPECT_NE(busy.message().find("1 removed snapshot device(s)"), std::string::npos)
+      << busy.ToString();
+  EXPECT_EQ(pool_->ThinIds().size(), 3u);
+  EXPECT_EQ(pool_->ActiveIds(), (std::vector<ThinId>{1, 2}));
+  EXPECT_TRUE(pool_->DiscardedIds().empty());
   pool_->SetOpen(1, false);
   ASSERT_TRUE(snap_->Cleanup().ok());
+  EXPECT_EQ(pool_->DiscardedIds(), std::vector<ThinId>{1});
   EXPECT_EQ(pool_->ThinIds(), (std::vector<ThinId>{0, 2}));
 }
 
@@ -377,8 +440,8 @@ TEST_F(SnapshotterTest, PoolFailureRollsBackCompletely) {
   EXPECT_EQ(snap_->Prepare("a", "", {}).status().code(), Code::kResourceExhausted);
   EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
   EXPECT_EQ(snap_->Stat("a").status().code(), Code::kNotFound);
-  MustPrepare("a");  // the key and the id are free again
-  EXPECT_EQ(pool_->ActiveIds(), std::vector<ThinId>{1});
+  MustPrepare("a");  // the key is free again
+  EXPECT_EQ(pool_->ActiveIds(), std::vector<ThinId>{2});
 }
 
 TEST_F(SnapshotterTest, MinimumFreeSpaceIsEnforced) {

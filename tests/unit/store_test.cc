@@ -112,7 +112,7 @@ TEST(StoreTest, RemoveRefusesParentsAndRecordsDeleteIntent) {
   // The thin id stays accounted for until the intent is finished.
   auto ids = *s->ThinIdsInUse();
   EXPECT_NE(std::find(ids.begin(), ids.end(), 2u), ids.end());
-  ASSERT_TRUE(s->FinishIntent(intent->id).ok());
+  ASSERT_TRUE(s->FinishIntents({intent->id}).ok());
   ids = *s->ThinIdsInUse();
   EXPECT_EQ(std::find(ids.begin(), ids.end(), 2u), ids.end());
   EXPECT_TRUE(s->BeginRemove("base").ok());
