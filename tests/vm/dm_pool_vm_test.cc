@@ -361,6 +361,74 @@ TEST_F(DmPoolVmTest, DeferredRemovalWhileOpen) {
   EXPECT_TRUE(del.ok()) << del.ToString();
 }
 
+// A device someone holds open without O_EXCL, as qemu holds a hot-plugged
+// disk, is neither removed nor scheduled for removal for a delete: the holder
+// keeps its data until it closes the device.
+TEST_F(DmPoolVmTest, DeactivateForDeleteLeavesAnOpenDeviceAlone) {
+  ASSERT_TRUE(pool_->CreateThin(5).ok());
+  ASSERT_TRUE(pool_->Activate(5, kThinSize, Access::kReadWrite).ok());
+  const std::string path = pool_->DevicePath(5);
+  WriteAt(path, 0, kMiB, 'v');
+  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  Status st = pool_->DeactivateForDelete(5);
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  auto info = dm::GetInfo(ThinName(5));
+  ASSERT_TRUE(info.ok());
+  EXPECT_TRUE(info->exists);
+  EXPECT_FALSE(info->deferred_remove);
+  EXPECT_EQ(pool_->Delete(5).code(), Code::kUnavailable);
+  EXPECT_EQ(pool_->DiscardInactive(5, kThinSize, std::nullopt).code(), Code::kFailedPrecondition);
+  EXPECT_TRUE(ReadsAs(path, 0, kMiB, 'v'));
+  close(fd);
+  ASSERT_TRUE(pool_->DeactivateForDelete(5).ok());
+  EXPECT_FALSE(IsBlockNode(path));
+  EXPECT_TRUE(pool_->Delete(5).ok());
+}
+
+// Allocated bytes of a (sparse) file.
+uint64_t AllocatedBytes(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
+}
+
+// A snapshot's own blocks are what it wrote over its origin; discarding just
+// those gives them back to the data file, and the origin keeps its data.
+TEST_F(DmPoolVmTest, OwnRangesAreWhatASnapshotWroteAndDiscardingThemShrinksTheDataFile) {
+  ASSERT_TRUE(pool_->CreateThin(1).ok());
+  ASSERT_TRUE(pool_->Activate(1, kThinSize, Access::kReadWrite).ok());
+  WriteAt(pool_->DevicePath(1), 0, 8 * kMiB, 'o');
+  ASSERT_TRUE(pool_->Deactivate(1).ok());
+  ASSERT_TRUE(pool_->CreateSnap(2, 1).ok());
+  ASSERT_TRUE(pool_->Activate(2, kThinSize, Access::kReadWrite).ok());
+  WriteAt(pool_->DevicePath(2), 4 * kMiB, kMiB, 'n');   // over the origin's blocks
+  WriteAt(pool_->DevicePath(2), 32 * kMiB, kMiB, 'n');  // where the origin has none
+  ASSERT_TRUE(pool_->DeactivateForDelete(2).ok());
+  ASSERT_TRUE(pool_->CreateSnap(3, 1).ok());  // wrote nothing
+
+  auto own = pool_->OwnRanges({{2, 1}, {3, 1}, {2, 77}});
+  ASSERT_TRUE(own.ok()) << own.status().ToString();
+  ASSERT_EQ(own->size(), 3u);
+  ASSERT_TRUE((*own)[0].ok()) << (*own)[0].status().ToString();
+  EXPECT_EQ(*(*own)[0], (std::vector<ByteRange>{{4 * kMiB, kMiB}, {32 * kMiB, kMiB}}));
+  ASSERT_TRUE((*own)[1].ok());
+  EXPECT_TRUE((*own)[1]->empty());
+  EXPECT_FALSE((*own)[2].ok());  // no origin 77
+
+  const uint64_t before = AllocatedBytes(data_file_);
+  Status st = pool_->DiscardInactive(2, kThinSize, *(*own)[0]);
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  const uint64_t after = AllocatedBytes(data_file_);
+  EXPECT_GE(before - after, 2 * kMiB) << before << " -> " << after;
+  // The private activation is gone again, and never showed as a thin device.
+  EXPECT_TRUE(pool_->ListActive()->empty());
+  EXPECT_FALSE(dm::GetInfo(pool_name_ + "-reclaim-2")->exists);
+  ASSERT_TRUE(pool_->Delete(2).ok());
+  ASSERT_TRUE(pool_->Delete(3).ok());
+  ASSERT_TRUE(pool_->Activate(1, kThinSize, Access::kReadOnly).ok());
+  EXPECT_TRUE(ReadsAs(pool_->DevicePath(1), 0, 8 * kMiB, 'o'));
+}
+
 TEST_F(DmPoolVmTest, ReactivateOverStaleNode) {
   ASSERT_TRUE(pool_->CreateThin(9).ok());
   ASSERT_TRUE(pool_->CreateThin(10).ok());

@@ -202,8 +202,13 @@ run_point create.after_activate          view    1 0 1 0
 run_point commit.before_deactivate       commit  0 0 0 0
 run_point commit.after_deactivate        commit  0 0 0 1
 run_point remove.after_intent            rm      0 1 1 0
-run_point reclaim.after_discard          rm      0 1 1 0
+# The reclaim deactivates first (never an open device), then reads what the device wrote itself
+# from a metadata snapshot, discards that through a private activation, and deletes.
 run_point remove.after_deactivate        rm      0 1 0 0
+run_point reclaim.after_metadata_snap    rm      0 1 0 0
+run_point reclaim.after_delta            rm      0 1 0 0
+run_point reclaim.after_partial_discard  rm      0 1 0 0
+run_point reclaim.after_discard          rm      0 1 0 0
 run_point remove.after_delete            rm      0 1 0 0
 # The same repairs done on demand instead of by start-up.
 run_point create.after_activate          prepare 1 0 1 0 check
