@@ -201,6 +201,7 @@ func (t *devnameTest) exists(key string) (bool, snapshots.Kind) {
 // a fresh active snapshot, and checks each pair's outcome against the state.
 func (t *devnameTest) races(rounds int, parent string) {
 	outcomes := map[string]int{}
+	answers := map[string]int{} // each distinct pair of answers, logged the first time
 	for r := 0; r < rounds; r++ {
 		key := fmt.Sprintf("%s/race%d-active", t.run, r)
 		name := fmt.Sprintf("%s/race%d", t.run, r)
@@ -208,6 +209,14 @@ func (t *devnameTest) races(rounds int, parent string) {
 			_, err := t.sn.Prepare(ctx, key, parent)
 			return err
 		}), "prepare "+key)
+		// Staggered by 0 to 135 ms, one side then the other, so that each can win: a Commit
+		// takes some 50 ms here (it deactivates the device), a Remove a few.
+		var commitDelay, removeDelay time.Duration
+		if stagger := time.Duration(r/2%10) * 15 * time.Millisecond; r%2 == 0 {
+			removeDelay = stagger
+		} else {
+			commitDelay = stagger
+		}
 		var commitErr, removeErr error
 		var start, wg sync.WaitGroup
 		start.Add(1)
@@ -215,11 +224,13 @@ func (t *devnameTest) races(rounds int, parent string) {
 		go func() {
 			defer wg.Done()
 			start.Wait()
+			time.Sleep(commitDelay)
 			commitErr = t.do(func(ctx context.Context) error { return t.sn.Commit(ctx, name, key) })
 		}()
 		go func() {
 			defer wg.Done()
 			start.Wait()
+			time.Sleep(removeDelay)
 			removeErr = t.do(func(ctx context.Context) error { return t.sn.Remove(ctx, key) })
 		}()
 		start.Done()
@@ -246,6 +257,11 @@ func (t *devnameTest) races(rounds int, parent string) {
 				r, commitErr, removeErr, keyThere, nameThere)
 		}
 		outcomes[outcome]++
+		loser := fmt.Sprintf("%s: Commit %v; Remove %v", outcome, commitErr, removeErr)
+		loser = strings.ReplaceAll(loser, key, "KEY")
+		if answers[loser]++; answers[loser] == 1 {
+			logf("round %d (Commit after %s, Remove after %s): %s", r, commitDelay, removeDelay, loser)
+		}
 		for _, k := range []string{key, name} {
 			if there, _ := t.exists(k); there {
 				t.must(t.do(func(ctx context.Context) error { return t.sn.Remove(ctx, k) }), "remove "+k)

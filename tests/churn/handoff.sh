@@ -26,11 +26,15 @@ vm_pool_create 1G 64M
 vm_daemon_start 256M
 ctl_rpc=("$ctl" --socket "$socket")
 
-# mounted_source KEY: the device of the snapshot's single mount (`thinsnapctl mounts`).
+# mount_source KEY: the device of the snapshot's single mount (`thinsnapctl mounts`).
 mount_source() {
-  local type source options
-  read -r type source options < <("${ctl_rpc[@]}" mounts "$1")
-  [ "$type" = ext4 ] && [ -b "$source" ] || vm_fail "mounts $1: unexpected '$type $source $options'"
+  local out type source options
+  # (No process substitution: the guest has no /dev/fd.)
+  out=$("${ctl_rpc[@]}" mounts "$1") || vm_fail "thinsnapctl mounts $1"
+  read -r type source options <<<"$out"
+  if [ "$type" != ext4 ] || [ ! -b "$source" ]; then
+    vm_fail "mounts $1: unexpected '$type $source $options'"
+  fi
   echo "$source"
 }
 

@@ -79,6 +79,7 @@ vm_init() {
   work=$(mktemp -d "/tmp/thinsnap-$vm_name.XXXXXX")
   pool=$vm_name-$$
   socket=$work/run/thinsnap.sock
+  # shellcheck disable=SC2034 # for the sourcing script
   metrics_url=http://127.0.0.1:9500/metrics
   trap vm_cleanup EXIT
   vm_log "$vm_name: $(nproc) CPUs, $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) MiB, work dir $work"
