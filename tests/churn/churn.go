@@ -355,14 +355,15 @@ func (c *churner) runUntil(until time.Time) {
 }
 
 // removeLeftovers removes, best effort, whatever of this run is still there
-// (a failed client's snapshots), children before parents; returns the count.
-func removeLeftovers(sn snapshots.Snapshotter, run string) int {
+// but the names `keep` accepts (a failed client's snapshots, not the images),
+// children before parents; returns the count.
+func removeLeftovers(sn snapshots.Snapshotter, run string, keep func(string) bool) int {
 	removed := 0
 	for pass := 0; pass < 8; pass++ {
 		var left []string
 		ctx, cancel := namespaced(time.Minute)
 		_ = sn.Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-			if strings.HasPrefix(info.Name, run+"/") {
+			if strings.HasPrefix(info.Name, run+"/") && !keep(info.Name) {
 				left = append(left, info.Name)
 			}
 			return nil
@@ -476,7 +477,8 @@ func runChurn(args []string) {
 		len(clientErrs), backlogChurnEnd)
 
 	// Teardown: a failed client's leftovers, then the images, tips first; then one Cleanup.
-	removedTeardown := removeLeftovers(sn, run)
+	isImage := func(name string) bool { return strings.HasPrefix(name, run+"/img") }
+	removedTeardown := removeLeftovers(sn, run, isImage)
 	for _, im := range images {
 		for l := len(im.layers) - 1; l >= 0; l-- {
 			ctx, cancel := namespaced(cfg.callTimeout)
@@ -555,7 +557,7 @@ func runChurn(args []string) {
 	case backlogAfter != 0:
 		problems = append(problems, fmt.Sprintf("%d removed devices still pending after Cleanup returned", backlogAfter))
 	}
-	if left := removeLeftovers(sn, run); left > 0 {
+	if left := removeLeftovers(sn, run, func(string) bool { return false }); left > 0 {
 		problems = append(problems, fmt.Sprintf("%d snapshots of this run were still there at the end", left))
 	}
 	if len(problems) > 0 {
