@@ -30,6 +30,7 @@ type churnConfig struct {
 	duration, callTimeout               time.Duration
 	cleanupTimeout, cleanupLimit        time.Duration
 	backlogTarget, dataTargetMiB        int
+	assertTargets                       bool
 }
 
 // image is one chain of committed layers; marker, in every layer of the chain
@@ -399,6 +400,7 @@ func runChurn(args []string) {
 	fs.DurationVar(&cfg.cleanupLimit, "cleanup-limit", 30*time.Second, "the final Cleanup fails the test when slower")
 	fs.IntVar(&cfg.backlogTarget, "backlog-target", 64, "target (printed, not judged): peak reclaim backlog")
 	fs.IntVar(&cfg.dataTargetMiB, "data-target-mib", 512, "target (printed, not judged): peak pool data in use")
+	fs.BoolVar(&cfg.assertTargets, "assert-targets", false, "fail when a target is missed, too")
 	_ = fs.Parse(args)
 	if cfg.socket == "" || cfg.metricsURL == "" || cfg.pool == "" || cfg.mountRoot == "" {
 		fatalf("churn: -socket, -metrics, -pool and -mount-dir are required")
@@ -546,6 +548,13 @@ func runChurn(args []string) {
 		problems = append(problems, "sampling: "+e)
 	}
 	smp.mu.Unlock()
+	if cfg.assertTargets && peakBacklog > cfg.backlogTarget {
+		problems = append(problems, fmt.Sprintf("peak backlog %d over the target %d", peakBacklog, cfg.backlogTarget))
+	}
+	if cfg.assertTargets && peakData > float64(cfg.dataTargetMiB) {
+		problems = append(problems, fmt.Sprintf("peak pool data in use %.1f MiB over the target %d MiB", peakData,
+			cfg.dataTargetMiB))
+	}
 	if cleanupErr != nil {
 		problems = append(problems, fmt.Sprintf("Cleanup returned an error after %.1f s: %v", cleanupSec, cleanupErr))
 	} else if cleanupEnd.Sub(cleanupStart) > cfg.cleanupLimit {

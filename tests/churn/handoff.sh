@@ -71,7 +71,7 @@ echo "first Cleanup (device held): exit $cleanup_rc: ${cleanup_out:-(no output)}
 sleep 3
 echo "device state while held: $(dmsetup info -c --noheadings -o name,open,attr "$dm_name" 2>&1 || true)"
 echo "pending deletes (metrics): $(curl -sf "$metrics_url" | awk '$1 == "thinsnap_pending_delete_intents" {print $2}')"
-grep -E 'reclaim|thin id' "$work/thinsnapd.log" | head -n 10 || true
+grep -m 10 -E 'reclaim|thin id' "$work/thinsnapd.log" || true
 
 echo 3 >/proc/sys/vm/drop_caches
 "$churn" fdio -fd 3 -read 0 -len 0 -out "$work/copy.img"
@@ -80,7 +80,7 @@ fsck_out=$(e2fsck -fn "$work/copy.img" 2>&1) || fsck_rc=$?
 if [ "$fsck_rc" -eq 0 ]; then
   echo "e2fsck -fn of the held device's copy: clean"
 else
-  echo "$fsck_out" | head -n 15
+  head -n 15 <<<"$fsck_out"
   vm_problem "e2fsck -fn of the held device's content exited $fsck_rc: the filesystem under the opener is damaged"
 fi
 got_sum=$(debugfs -R "cat /payload.bin" "$work/copy.img" 2>/dev/null | sha256sum)

@@ -138,7 +138,7 @@ vm_daemon_stop() {
   [ "$rc" -eq 0 ] || { tail -n 40 "$work/thinsnapd.log"; vm_problem "thinsnapd exited $rc on SIGTERM"; }
   if grep -Eq '\[(warning|error|critical)\]' "$work/thinsnapd.log"; then
     echo "--- thinsnapd warnings and errors (first 20 of $(grep -Ec '\[(warning|error|critical)\]' "$work/thinsnapd.log")) ---"
-    grep -E '\[(warning|error|critical)\]' "$work/thinsnapd.log" | head -n 20
+    grep -m 20 -E '\[(warning|error|critical)\]' "$work/thinsnapd.log"
   fi
 }
 
