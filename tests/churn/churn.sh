@@ -4,6 +4,7 @@
 # Runs inside the test VM:
 #
 #   tests/vm/run -- tests/churn/churn.sh BUILD_DIR [-- THINSNAP_CHURN_ARGS...]
+#   THINSNAP_CHURN_ARGS="-clients 32 -duration 90s" ctest -R churn_vm   # the same, through ctest
 #
 # A 4 GiB loop pool, thinsnapd on it with /metrics; `thinsnap_churn churn` builds 3 images of
 # 5 committed layers, runs 16 clients for 60 s (Prepare on a tip, mount, write 4 MiB, fsync,
@@ -19,6 +20,9 @@ source "$here/vm-lib.sh"
 vm_init churn_vm "${1:?usage: $0 BUILD_DIR [-- THINSNAP_CHURN_ARGS...]}"
 shift
 [ $# -gt 0 ] && [ "$1" = "--" ] && shift
+# Through ctest too: tests/vm/run passes THINSNAP_* variables into the guest.
+read -ra env_args <<<"${THINSNAP_CHURN_ARGS:-}"
+set -- "${env_args[@]}" "$@"
 
 vm_pool_create 4G 256M
 vm_daemon_start 512M

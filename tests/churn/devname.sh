@@ -4,6 +4,7 @@
 # outcome without leaking a thin id. Runs inside the test VM:
 #
 #   tests/vm/run -- tests/churn/devname.sh BUILD_DIR [-- THINSNAP_CHURN_ARGS...]
+#   THINSNAP_CHURN_ARGS="-many 200" ctest -R devname_reuse_vm           # the same, through ctest
 #
 # `thinsnap_churn devname` keeps the Mounts answers of a few snapshots, removes them, calls
 # Cleanup, prepares 50 more, and checks that no old path exists or is any live snapshot's
@@ -17,6 +18,9 @@ source "$here/vm-lib.sh"
 vm_init devname_reuse_vm "${1:?usage: $0 BUILD_DIR [-- THINSNAP_CHURN_ARGS...]}"
 shift
 [ $# -gt 0 ] && [ "$1" = "--" ] && shift
+# Through ctest too: tests/vm/run passes THINSNAP_* variables into the guest.
+read -ra env_args <<<"${THINSNAP_CHURN_ARGS:-}"
+set -- "${env_args[@]}" "$@"
 
 vm_pool_create 2G 128M
 vm_daemon_start 256M
