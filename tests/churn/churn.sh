@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# churn_vm (issue 15, item 3): containers coming and going on real dm-thin, through containerd's
+# proxy client, with the reclaim backlog and the pool's data in use sampled every second.
+# Runs inside the test VM:
+#
+#   tests/vm/run -- tests/churn/churn.sh BUILD_DIR [-- THINSNAP_CHURN_ARGS...]
+#   THINSNAP_CHURN_ARGS="-clients 32 -duration 90s" ctest -R churn_vm   # the same, through ctest
+#
+# A 4 GiB loop pool, thinsnapd on it with /metrics; `thinsnap_churn churn` builds 3 images of
+# 5 committed layers, runs 16 clients for 60 s (Prepare on a tip, mount, write 4 MiB, fsync,
+# unmount; a View every 4th loop; a Commit every 5th), removes the images and calls Cleanup
+# once, then prints its figures. Fails on any client error, a Cleanup error or one over 30 s,
+# thinsnapd dying, any thin id besides the base left, or the data file's allocation not back
+# within 5% + 8 MiB of what it was before the images were built (after the base device).
+set -euo pipefail
+here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+# shellcheck source=tests/churn/vm-lib.sh
+source "$here/vm-lib.sh"
+
+vm_init churn_vm "${1:?usage: $0 BUILD_DIR [-- THINSNAP_CHURN_ARGS...]}"
+shift
+[ $# -gt 0 ] && [ "$1" = "--" ] && shift
+# Through ctest too: tests/vm/run passes THINSNAP_* variables into the guest.
+read -ra env_args <<<"${THINSNAP_CHURN_ARGS:-}"
+set -- "${env_args[@]}" "$@"
+
+vm_pool_create 4G 256M
+vm_daemon_start 512M
+du_before=$(du -k "$data_file" | cut -f1)
+vm_log "data file $data_file: $du_before KiB allocated with the base device alone"
+
+churn_rc=0
+"$churn" churn -socket "$socket" -metrics "$metrics_url" -pool "$pool" -mount-dir "$work/mnt" "$@" ||
+  churn_rc=$?
+[ "$churn_rc" -eq 0 ] || vm_problem "thinsnap_churn churn exited $churn_rc (see its problems above)"
+if vm_daemon_alive "during the churn"; then
+  vm_check_clean "thinsnapd serving"
+fi
+
+du_after=$(du -k "$data_file" | cut -f1)
+du_limit=$((du_before + du_before / 20 + 8192))
+echo "du of the data file          before $du_before KiB, after $du_after KiB (limit $du_limit KiB = before + 5% + 8 MiB)"
+[ "$du_after" -le "$du_limit" ] ||
+  vm_problem "the data file holds $du_after KiB after the final Cleanup, over $du_limit KiB"
+
+vm_daemon_stop
+vm_check_clean "thinsnapd stopped"
+vm_pool_destroy
+vm_finish
