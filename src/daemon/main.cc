@@ -135,14 +135,23 @@ int Run(int argc, char** argv) {
                "thinsnapd"};
   app.set_version_flag("--version", std::string("thinsnapd ") + THINSNAP_VERSION);
   std::string config_path, root_dir, socket, pool_name, log_level, metrics_address;
-  app.add_option("--config", config_path, "TOML configuration file");
-  app.add_option("--root", root_dir, "metadata directory (overrides root_dir)");
-  app.add_option("--socket", socket, "unix socket to serve on (overrides socket)");
-  app.add_option("--pool", pool_name, "device-mapper thin-pool name (overrides pool_name)");
+  // Each flag overrides its key from --config; the defaults named in the help
+  // are the ones a key takes when neither the file nor the flag sets it.
+  const Config defaults;
+  app.add_option("--config", config_path, "TOML configuration file (default: none)");
+  app.add_option("--root", root_dir,
+                 "metadata directory (overrides root_dir; default " + defaults.root_dir + ")");
+  app.add_option("--socket", socket,
+                 "unix socket to serve on (overrides socket; default " + defaults.socket + ")");
+  app.add_option("--pool", pool_name,
+                 "device-mapper thin-pool name (overrides pool_name; REQUIRED unless the "
+                 "--config file sets pool_name)");
   app.add_option("--log-level", log_level,
-                 "trace, debug, info, warn, error, critical or off (overrides log_level)");
+                 "trace, debug, info, warn, error, critical or off (overrides log_level; default " +
+                     defaults.log_level + ")");
   app.add_option("--metrics-address", metrics_address,
-                 "serve /metrics on IP:PORT, \"\" for none (overrides metrics_address)");
+                 "serve /metrics on IP:PORT, \"\" for none (overrides metrics_address; "
+                 "default none)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

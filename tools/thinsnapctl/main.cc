@@ -7,6 +7,7 @@
 //   thinsnapctl pool destroy (--dir DIR | --name NAME) [--force] [--delete-files]
 //   thinsnapctl [--socket PATH] ls|tree|info|usage|prepare|view|commit|mounts|rm|cleanup
 //   thinsnapctl check [--repair] [--json] --root DIR --pool NAME; thinsnapctl gc ... (check.h)
+//   thinsnapctl --version
 #include <CLI/CLI.hpp>
 #include <cstdlib>
 #include <iostream>
@@ -67,6 +68,7 @@ void PrintLoopPool(const LoopPool& pool, const char* verb) {
 
 int Main(int argc, char** argv) {
   CLI::App app{"thinsnapctl: thin-pool setup and thinsnap snapshot client"};
+  app.set_version_flag("--version", std::string("thinsnapctl ") + THINSNAP_VERSION);
   app.require_subcommand(1);
   SizeValidator size_check;
 
@@ -251,7 +253,7 @@ int Main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     // Usage errors read like every other error: `thinsnapctl: <Code>: ...`.
     std::cerr << "thinsnapctl: InvalidArgument: " << e.what() << " (see --help)\n";
     return 2;
