@@ -47,13 +47,11 @@ CREATE TABLE base_device (
     // delete scans every pending intent, so a mass removal that outruns the
     // reclaimer grew quadratic (bench_scale: 14-16 ms per Remove at 10,000).
     "CREATE INDEX intents_by_snapshot ON intents(snapshot_id);",
-    // A delete intent says what the reclaimer needs to discard only the
-    // blocks the device wrote itself: its origin, and whether it can have
-    // written at all. Thin ids are handed out round-robin from a cursor that
-    // survives restarts, so a device name (derived from the id) does not come
+    // A delete intent says whether the device can have written a block at
+    // all (a view cannot), so the reclaimer skips the discard. Thin ids are handed out round-robin
+    // from a cursor that survives restarts, so a device name (derived from the id) does not come
     // back soon after its snapshot was removed.
     R"sql(
-ALTER TABLE intents ADD COLUMN origin_thin_id INTEGER;
 ALTER TABLE intents ADD COLUMN may_own_blocks INTEGER NOT NULL DEFAULT 1;
 CREATE TABLE thin_id_cursor (
   singleton    INTEGER PRIMARY KEY CHECK (singleton = 1),
@@ -394,35 +392,26 @@ Result<Intent> Store::BeginRemove(std::string_view key) {
     return Status::FailedPrecondition("cannot remove snapshot " + std::string(key) + ": it has " +
                                       std::to_string(kids->Int(0)) + " child snapshot(s)");
   }
-  // The origin: the parent's device, or the base device of a root snapshot.
+  // The size of its origin: the parent's device, or the base device.
   auto origin = db_.Prepare(
-      "SELECT COALESCE((SELECT p.thin_id FROM snapshots s JOIN snapshots p ON p.id = s.parent_id"
-      " WHERE s.id = ?1), (SELECT thin_id FROM base_device)),"
-      " COALESCE((SELECT p.size_bytes FROM snapshots s JOIN snapshots p ON p.id = s.parent_id"
-      " WHERE s.id = ?1), (SELECT size_bytes FROM base_device), 0)");
+      "SELECT COALESCE((SELECT p.size_bytes FROM snapshots s JOIN snapshots p ON p.id = s.parent_id"
+      " WHERE s.id = ?), (SELECT size_bytes FROM base_device), 0)");
   if (!origin.ok()) return origin.status();
   origin->Bind(1, rec->id);
   row = origin->Step();
   if (!row.ok()) return row.status();
   Intent intent = MakeIntent(0, IntentOp::kDelete, rec->thin_id);
-  if (!origin->IsNull(0)) intent.origin_thin_id = static_cast<ThinId>(origin->Int(0));
   // A view is read-only; only one that was grown beyond its origin (resize2fs
   // wrote to it) holds blocks of its own.
   intent.may_own_blocks =
-      rec->info.kind != Kind::kView || rec->size_bytes > static_cast<uint64_t>(origin->Int(1));
+      rec->info.kind != Kind::kView || rec->size_bytes > static_cast<uint64_t>(origin->Int(0));
   auto del = db_.Prepare("DELETE FROM snapshots WHERE id = ?");
   if (!del.ok()) return del.status();
   THINSNAP_RETURN_IF_ERROR(del->Bind(1, rec->id).Exec());
-  auto ins = db_.Prepare(
-      "INSERT INTO intents (op, thin_id, origin_thin_id, may_own_blocks) VALUES (?, ?, ?, ?)");
+  auto ins = db_.Prepare("INSERT INTO intents (op, thin_id, may_own_blocks) VALUES (?, ?, ?)");
   if (!ins.ok()) return ins.status();
   ins->Bind(1, static_cast<int64_t>(IntentOp::kDelete)).Bind(2, static_cast<int64_t>(rec->thin_id));
-  if (intent.origin_thin_id) {
-    ins->Bind(3, static_cast<int64_t>(*intent.origin_thin_id));
-  } else {
-    ins->BindNull(3);
-  }
-  THINSNAP_RETURN_IF_ERROR(ins->Bind(4, int64_t{intent.may_own_blocks}).Exec());
+  THINSNAP_RETURN_IF_ERROR(ins->Bind(3, int64_t{intent.may_own_blocks}).Exec());
   intent.id = db_.LastInsertId();
   THINSNAP_RETURN_IF_ERROR(txn.Commit());
   return intent;
@@ -448,7 +437,7 @@ Result<SnapshotRecord> Store::SetLabels(std::string_view key, const Labels& labe
 Result<std::vector<Intent>> Store::ListIntents() {
   std::lock_guard lock(mu_);
   auto st = db_.Prepare(
-      "SELECT id, op, thin_id, COALESCE(snapshot_id, 0), origin_thin_id, may_own_blocks"
+      "SELECT id, op, thin_id, COALESCE(snapshot_id, 0), may_own_blocks"
       " FROM intents ORDER BY id");
   if (!st.ok()) return st.status();
   std::vector<Intent> out;
@@ -458,8 +447,7 @@ Result<std::vector<Intent>> Store::ListIntents() {
     if (!*row) return out;
     Intent intent = MakeIntent(st->Int(0), static_cast<IntentOp>(st->Int(1)),
                                static_cast<ThinId>(st->Int(2)), st->Int(3));
-    if (!st->IsNull(4)) intent.origin_thin_id = static_cast<ThinId>(st->Int(4));
-    intent.may_own_blocks = st->Int(5) != 0;
+    intent.may_own_blocks = st->Int(4) != 0;
     out.push_back(intent);
   }
 }

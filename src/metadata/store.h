@@ -58,10 +58,6 @@ struct Intent {
   IntentOp op = IntentOp::kCreate;
   ThinId thin_id = 0;
   int64_t snapshot_id = 0;  // kCreate of a snapshot; 0 for the base device
-  // kDelete of a snapshot: the device it was snapshotted from (its parent's,
-  // or the base device), so that the reclaim discards only what it wrote
-  // itself. Unset for orphans and intents recorded before schema 3.
-  std::optional<ThinId> origin_thin_id;
   // kDelete: false for a device that cannot have written a block (a view).
   bool may_own_blocks = true;
 };

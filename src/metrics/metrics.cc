@@ -264,8 +264,8 @@ class MeteredPool final : public ThinPool {
   }
   bool DiscardsReachData() const override { return pool_->DiscardsReachData(); }
   Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
-      const std::vector<ThinPair>& pairs) override {
-    return own_ranges_.Time([&] { return pool_->OwnRanges(pairs); });
+      const std::vector<ThinId>& ids) override {
+    return own_ranges_.Time([&] { return pool_->OwnRanges(ids); });
   }
   Status DiscardInactive(ThinId id, uint64_t span_bytes,
                          const std::optional<std::vector<ByteRange>>& ranges) override {

@@ -21,7 +21,7 @@
 #include "dm/device_mapper.h"
 #include "dm/pool_resize.h"
 #include "dm/thin.h"
-#include "pool/thin_delta.h"
+#include "pool/thin_dump.h"
 
 namespace thinsnap {
 namespace {
@@ -308,14 +308,29 @@ class DmPool final : public ThinPool {
   }
 
   Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
-      const std::vector<ThinPair>& pairs) override {
-    std::vector<Result<std::vector<ByteRange>>> out;
-    out.reserve(pairs.size());
-    THINSNAP_RETURN_IF_ERROR(WithMetadataSnap([&](const std::string& meta) -> Status {
+      const std::vector<ThinId>& ids) override {
+    if (ids.empty()) return std::vector<Result<std::vector<ByteRange>>>{};
+    std::vector<std::string> argv = {"thin_dump", "--metadata-snap"};
+    for (ThinId id : ids) {
+      THINSNAP_RETURN_IF_ERROR(CheckId(id));
+      argv.insert(argv.end(), {"--dev-id", std::to_string(id)});
+    }
+    Result<std::string> xml = std::string();
+    THINSNAP_RETURN_IF_ERROR(WithMetadataSnap([&](const std::string& meta) {
       THINSNAP_FAILPOINT("reclaim.after_metadata_snap");
-      for (const ThinPair& p : pairs) out.push_back(DeltaOf(meta, p));
-      return Status::Ok();
+      argv.push_back(meta);
+      xml = RunThinTool(argv);
+      return xml.status();
     }));
+    auto own = ParseThinDumpOwnRanges(*xml, block_bytes_);
+    if (!own.ok()) return own.status().Annotate("thin_dump");
+    std::vector<Result<std::vector<ByteRange>>> out;
+    for (ThinId id : ids) {
+      auto it = own->find(id);
+      Status missing = Status::NotFound("thin id " + std::to_string(id) + " is not in the pool");
+      out.emplace_back(it == own->end() ? Result<std::vector<ByteRange>>(std::move(missing))
+                                        : Result<std::vector<ByteRange>>(std::move(it->second)));
+    }
     return out;
   }
 
@@ -416,16 +431,6 @@ class DmPool final : public ThinPool {
       released = dm::SendReleaseMetadataSnap(name_);
     }
     return st.ok() ? released : st;
-  }
-
-  // The ranges `p.id` maps differently from `p.origin`, per thin_delta.
-  Result<std::vector<ByteRange>> DeltaOf(const std::string& meta, const ThinPair& p) {
-    THINSNAP_RETURN_IF_ERROR(CheckId(p.id));
-    THINSNAP_RETURN_IF_ERROR(CheckId(p.origin));
-    auto text = RunThinTool({"thin_delta", "--metadata-snap", "--snap1", std::to_string(p.origin),
-                             "--snap2", std::to_string(p.id), meta});
-    if (!text.ok()) return text.status();
-    return ParseThinDeltaOwnRanges(*text, block_bytes_);
   }
 
   // Runs one of thin-provisioning-tools' readers; its stdout, or Internal

@@ -102,18 +102,14 @@ class ThinPool {
   // pool ignores discards, or does not pass them down): a delete then frees
   // as much, for the pool alone, and discarding first is wasted work.
   virtual bool DiscardsReachData() const = 0;
-  // For each pair, the byte ranges where `id` maps blocks that `origin` does
-  // not map, or maps to other blocks: what `id` wrote itself, and so the
-  // only blocks a discard of `id` can give back. Read from one consistent
-  // view of the pool's metadata for the whole batch; each pair has its own
-  // result (an id or origin may be gone). `id` must be inactive, so that
-  // nothing changes its mappings meanwhile.
-  struct ThinPair {
-    ThinId id = 0;
-    ThinId origin = 0;
-  };
+  // For each id, the byte ranges of the blocks it wrote itself, as opposed
+  // to those it inherited from the device it was snapshotted from: the only
+  // blocks a discard of it can give back. Read from one consistent view of
+  // the pool's metadata for the whole batch; each id has its own result (NotFound
+  // if it is gone). The devices must be inactive, so that nothing changes
+  // their mappings meanwhile.
   virtual Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
-      const std::vector<ThinPair>& pairs) = 0;
+      const std::vector<ThinId>& ids) = 0;
   // Discards `ranges` of the inactive device `id` (nullopt: everything it
   // maps), before it is deleted. Blocks no other thin device maps return to
   // the data device (on a loop pool the data file shrinks); shared ones are

@@ -18,43 +18,41 @@ struct DiscardPlan {
   std::optional<std::vector<ByteRange>> ranges;
 };
 
-// Plans the discards of the targets deactivated so far (`done[i]` OK). The
-// own ranges of every target with a known origin come from one metadata
-// snapshot; a target whose ranges cannot be read falls back to a discard of
-// everything it maps, which is slower but gives back the same blocks.
+// Plans the discards of the targets deactivated so far (`done[i]` OK): the
+// own ranges of all of them come from one metadata snapshot. A target whose
+// ranges cannot be read falls back to a discard of everything it maps, which
+// is slower but gives back the same blocks.
 std::vector<DiscardPlan> PlanDiscards(ThinPool& pool, const std::vector<ReclaimTarget>& targets,
                                       std::vector<Status>& done, const ReclaimOptions& options) {
   std::vector<DiscardPlan> plans(targets.size());
   if (!options.discard || !pool.DiscardsReachData()) return plans;
-  std::vector<ThinPool::ThinPair> pairs;
-  std::vector<size_t> paired;
+  std::vector<ThinId> ids;
+  std::vector<size_t> asked;
   for (size_t i = 0; i < targets.size(); ++i) {
     if (!done[i].ok() || !targets[i].may_own_blocks) continue;
     plans[i].discard = true;
-    if (targets[i].origin) {
-      pairs.push_back({targets[i].id, *targets[i].origin});
-      paired.push_back(i);
-    }
+    ids.push_back(targets[i].id);
+    asked.push_back(i);
   }
-  if (pairs.empty()) return plans;
-  auto deltas = pool.OwnRanges(pairs);
-  if (!deltas.ok()) {
+  if (ids.empty()) return plans;
+  auto own = pool.OwnRanges(ids);
+  if (!own.ok()) {
     spdlog::warn("reclaim: own blocks of {} device(s) unknown, discarding all they map: {}",
-                 pairs.size(), deltas.status().ToString());
+                 ids.size(), own.status().ToString());
     return plans;
   }
-  for (size_t k = 0; k < paired.size(); ++k) {
-    const size_t i = paired[k];
-    Result<std::vector<ByteRange>>& delta = (*deltas)[k];
-    if (delta.ok()) {
-      plans[i].ranges = std::move(*delta);
+  for (size_t k = 0; k < asked.size(); ++k) {
+    const size_t i = asked[k];
+    Result<std::vector<ByteRange>>& ranges = (*own)[k];
+    if (ranges.ok()) {
+      plans[i].ranges = std::move(*ranges);
+    } else if (ranges.status().code() == Code::kNotFound) {
+      plans[i].discard = false;  // already deleted (a retry after a crash)
     } else {
       spdlog::warn("reclaim of thin id {}: own blocks unknown, discarding all it maps: {}",
-                   targets[i].id, delta.status().ToString());
+                   targets[i].id, ranges.status().ToString());
     }
-  }
-  for (size_t i : paired) {
-    if (done[i].ok()) done[i] = failpoint::Hit("reclaim.after_delta");
+    done[i] = failpoint::Hit("reclaim.after_own_ranges");
   }
   return plans;
 }
@@ -80,9 +78,7 @@ Status Finish(ThinPool& pool, const ReclaimTarget& target, const DiscardPlan& pl
 
 }  // namespace
 
-ReclaimTarget TargetOf(const Intent& intent) {
-  return {intent.thin_id, intent.origin_thin_id, intent.may_own_blocks};
-}
+ReclaimTarget TargetOf(const Intent& intent) { return {intent.thin_id, intent.may_own_blocks}; }
 
 Status DeleteIfPresent(ThinPool& pool, ThinId id) {
   Status st = pool.Delete(id);

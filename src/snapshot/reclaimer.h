@@ -6,9 +6,9 @@
 //   1. deactivates each device, but never one that is open: a VM that
 //      hot-plugged it, or anyone else, keeps it with its data intact, and a
 //      later pass (one every kBusyRetryInterval while any is left) retries;
-//   2. finds the blocks each device wrote itself, its changes against its
-//      origin, from one metadata snapshot per batch; a view, or a device that
-//      never wrote, has none;
+//   2. finds the blocks each device wrote itself (not those it shares with
+//      the device it was snapshotted from) from one metadata snapshot per
+//      batch; a view, or a device that never wrote, has none;
 //   3. discards only those, through a private activation nobody else can
 //      open, so they return to the data device (on a loop-backed pool the
 //      data file really shrinks, containerd issue 5691); shared blocks are
@@ -51,9 +51,6 @@ struct ReclaimOptions {
 // One thin id to take out of the pool for good.
 struct ReclaimTarget {
   ThinId id = 0;
-  // The device it was snapshotted from; unset (an orphan, an unfinished
-  // create): everything it maps is discarded.
-  std::optional<ThinId> origin;
   // False for a device that cannot have written anything: nothing to discard.
   bool may_own_blocks = true;
 };

@@ -35,6 +35,15 @@ churn_rc=0
 [ "$churn_rc" -eq 0 ] || vm_problem "thinsnap_churn churn exited $churn_rc (see its problems above)"
 if vm_daemon_alive "during the churn"; then
   vm_check_clean "thinsnapd serving"
+  # Where the daemon's time went: every pool operation's count and mean, from its own /metrics.
+  echo "pool operations (count, mean ms):"
+  curl -fsS "$metrics_url" | awk '
+    /^thinsnap_dm_operation_duration_seconds_(sum|count)\{/ {
+      match($0, /operation="[^"]*"/); op = substr($0, RSTART + 11, RLENGTH - 12)
+      if ($0 ~ /_sum/) sum[op] = $2; else count[op] = $2
+    }
+    END { for (op in count) if (count[op] > 0) printf "  %-22s %8d %9.1f\n", op, count[op], 1000 * sum[op] / count[op] }' |
+    sort
 fi
 
 du_after=$(du -k "$data_file" | cut -f1)

@@ -170,16 +170,16 @@ class FakePool final : public ThinPool {
   // The fake keeps no mappings: a device's own ranges are what a test set
   // with SetOwnRanges, or none.
   Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
-      const std::vector<ThinPair>& pairs) override {
+      const std::vector<ThinId>& ids) override {
     std::lock_guard lock(s_->mu);
     std::vector<Result<std::vector<ByteRange>>> out;
-    for (const ThinPair& p : pairs) {
-      if (!s_->devices.count(p.id) || !s_->devices.count(p.origin)) {
-        out.push_back(Status::FromErrno(ENODATA, "thin_delta of a missing id"));
-      } else if (s_->active.count(p.id)) {
+    for (ThinId id : ids) {
+      if (!s_->devices.count(id)) {
+        out.push_back(Status::NotFound("thin id " + std::to_string(id) + " is gone"));
+      } else if (s_->active.count(id)) {
         out.push_back(Status::FromErrno(EBUSY, "own ranges of an active id"));
       } else {
-        auto it = s_->own_ranges.find(p.id);
+        auto it = s_->own_ranges.find(id);
         out.push_back(it == s_->own_ranges.end() ? std::vector<ByteRange>{} : it->second);
       }
     }

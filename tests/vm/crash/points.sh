@@ -206,7 +206,7 @@ run_point remove.after_intent            rm      0 1 1 0
 # from a metadata snapshot, discards that through a private activation, and deletes.
 run_point remove.after_deactivate        rm      0 1 0 0
 run_point reclaim.after_metadata_snap    rm      0 1 0 0
-run_point reclaim.after_delta            rm      0 1 0 0
+run_point reclaim.after_own_ranges          rm      0 1 0 0
 run_point reclaim.after_partial_discard  rm      0 1 0 0
 run_point reclaim.after_discard          rm      0 1 0 0
 run_point remove.after_delete            rm      0 1 0 0
