@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <thread>
+
 #include "base/failpoint.h"
 
 namespace thinsnap {
@@ -9,6 +12,21 @@ namespace {
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Runs fn(0) .. fn(n - 1) on up to `width` threads. The per-device steps of
+// a reclaim mostly wait on the kernel (a device removal waits out RCU grace
+// periods, a discard waits on the pool's worker), so a few at once overlap
+// those waits; more would only queue in the pool's single worker.
+void ForEachParallel(size_t n, size_t width, const std::function<void(size_t)>& fn) {
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < std::min(width, n); ++t) helpers.emplace_back(work);
+  work();
+  for (std::thread& t : helpers) t.join();
 }
 
 // What to discard of one target: nothing, everything it maps (nullopt), or
@@ -90,14 +108,14 @@ std::vector<Status> ReclaimThins(ThinPool& pool, const std::vector<ReclaimTarget
   std::vector<Status> done(targets.size());
   // Deactivation first: it fails, and changes nothing, while the device is
   // open, so nothing below can touch a device someone holds.
-  for (size_t i = 0; i < targets.size(); ++i) {
+  ForEachParallel(targets.size(), options.parallel, [&](size_t i) {
     done[i] = pool.DeactivateForDelete(targets[i].id);
     if (done[i].ok()) done[i] = failpoint::Hit("remove.after_deactivate");
-  }
+  });
   const std::vector<DiscardPlan> plans = PlanDiscards(pool, targets, done, options);
-  for (size_t i = 0; i < targets.size(); ++i) {
+  ForEachParallel(targets.size(), options.parallel, [&](size_t i) {
     if (done[i].ok()) done[i] = Finish(pool, targets[i], plans[i], options);
-  }
+  });
   return done;
 }
 

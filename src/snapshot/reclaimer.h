@@ -46,6 +46,8 @@ struct ReclaimOptions {
   // largest size any snapshot may have. Only the device's own ranges are
   // discarded, so a generous span costs nothing.
   uint64_t span_bytes = 1ull << 40;
+  // Devices worked on at once within a batch.
+  size_t parallel = 4;
 };
 
 // One thin id to take out of the pool for good.
