@@ -124,14 +124,19 @@ Status Reconciler::FixActivation(bool repair, ReconcileReport* report) {
       if (!st.ok()) report->problems.push_back("activate " + r.info.name + ": " + st.ToString());
     }
   }
-  // A device whose delete is still pending (it was open) is the reclaimer's.
+  // A device whose delete is still pending (it is open: UndoIntents left it)
+  // is the reclaimer's, which waits for its last close; a deactivation here
+  // would turn into a deferred removal under its holder.
   auto intents = store_.ListIntents();
   if (!intents.ok()) return intents.status();
-  for (const Intent& intent : *intents) wanted.insert(intent.thin_id);
+  std::set<ThinId> pending_deletes;
+  for (const Intent& intent : *intents) {
+    if (intent.op == IntentOp::kDelete) pending_deletes.insert(intent.thin_id);
+  }
   for (ThinId id : active) {
     if (wanted.count(id)) continue;
     report->stray_devices.push_back(id);
-    if (!repair) continue;
+    if (!repair || pending_deletes.count(id)) continue;
     Status st = pool_.Deactivate(id);
     // A committed layer still mounted by someone is left to deferred removal.
     if (!st.ok()) spdlog::warn("deactivate stray device {}: {}", id, st.ToString());
