@@ -13,7 +13,9 @@
 //   deactivate: remove of the device;
 //   delete:     `delete <id>`;
 // and, per round, the wall time of `--parallel` prepares issued at once from
-// as many threads, against single prepares interleaved with the rounds.
+// as many threads, against single prepares interleaved with the rounds; and
+// the floor of a reclaim: for a snapshot that wrote 4 MiB of its own, the
+// discard of those 4 MiB, the remove of its device and `delete <id>`.
 // Devices are activated without /dev/mapper nodes (no udev, no library
 // fallback): the node is userspace bookkeeping, not the kernel's cost.
 //
@@ -22,6 +24,8 @@
 // program fails only if an operation does, and removes what it made.
 #include <fcntl.h>
 #include <libdevmapper.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -105,16 +109,43 @@ class Floor {
     t.Run("create " + Name(id));
   }
 
-  // fsync of the device, through a node of its own under /dev (devtmpfs).
-  void Flush(uint32_t id) {
+  // The active device's node under /dev (devtmpfs), opened with `flags`.
+  int Open(uint32_t id, int flags) {
     Task info(DM_DEVICE_INFO, Name(id));
     info.Run("info " + Name(id));
     dm_info i;
     if (!dm_task_get_info(info.t, &i) || !i.exists) Die(Name(id) + " is not active");
     const std::string node = "/dev/dm-" + std::to_string(i.minor);
-    const int fd = open(node.c_str(), O_RDONLY | O_CLOEXEC);
+    const int fd = open(node.c_str(), flags | O_CLOEXEC);
     if (fd < 0) Die("open " + node + ": " + std::strerror(errno));
-    if (fsync(fd) != 0) Die("fsync " + node + ": " + std::strerror(errno));
+    return fd;
+  }
+
+  // fsync of the device: a flush, so the pool commits metadata.
+  void Flush(uint32_t id) {
+    const int fd = Open(id, O_RDONLY);
+    if (fsync(fd) != 0) Die("fsync " + Name(id) + ": " + std::strerror(errno));
+    close(fd);
+  }
+
+  // Writes `bytes` of new data at offset 0 and flushes it.
+  void Write(uint32_t id, uint64_t bytes) {
+    const int fd = Open(id, O_WRONLY);
+    const std::string block(1 << 20, 'w');
+    for (uint64_t done = 0; done < bytes; done += block.size()) {
+      if (pwrite(fd, block.data(), block.size(), static_cast<off_t>(done)) !=
+          static_cast<ssize_t>(block.size()))
+        Die("write " + Name(id) + ": " + std::strerror(errno));
+    }
+    if (fsync(fd) != 0) Die("fsync " + Name(id) + ": " + std::strerror(errno));
+    close(fd);
+  }
+
+  // BLKDISCARD of [0, bytes).
+  void Discard(uint32_t id, uint64_t bytes) {
+    const int fd = Open(id, O_WRONLY);
+    uint64_t range[2] = {0, bytes};
+    if (ioctl(fd, BLKDISCARD, range) != 0) Die("discard " + Name(id) + ": " + std::strerror(errno));
     close(fd);
   }
 
@@ -228,6 +259,21 @@ int main(int argc, char** argv) {
     }
     return wall;
   };
+  // A reclaim's floor: a device that wrote 4 MiB of its own gives them back
+  // (discard), goes (remove), and its id is deleted.
+  constexpr uint64_t kOwnBytes = 4 << 20;
+  std::vector<double> reclaim;
+  for (uint64_t i = 0; i < samples + 3; ++i) {
+    const uint32_t id = next++;
+    floor.Prepare(id, origin);
+    floor.Write(id, kOwnBytes);
+    const auto t0 = Clock::now();
+    floor.Discard(id, kOwnBytes);
+    floor.Deactivate(id);
+    floor.Delete(id);
+    if (i >= 3) reclaim.push_back(Ms(Clock::now() - t0));
+  }
+
   std::vector<double> one, many;
   burst(1);
   for (uint64_t r = 0; r < rounds; ++r) {
@@ -237,7 +283,7 @@ int main(int argc, char** argv) {
   floor.Delete(origin);
 
   const double p = Median(prepare), f = Median(flush), d = Median(deactivate), x = Median(del);
-  const double o = Median(one), m = Median(many);
+  const double o = Median(one), m = Median(many), r = Median(reclaim);
   std::printf("floor     == raw libdevmapper on pool %s, %llu samples, medians ==\n", pool.c_str(),
               static_cast<unsigned long long>(samples));
   std::printf(
@@ -249,10 +295,15 @@ int main(int argc, char** argv) {
       "%7.1f ms (%llu rounds)   ratio %.2fx\n",
       o, static_cast<unsigned long long>(parallel), m, static_cast<unsigned long long>(rounds),
       m / o);
+  std::printf(
+      "floor     reclaim of a device that wrote 4 MiB (discard 4 MiB + remove + delete): median "
+      "%7.1f ms, %.1f devices/s\n",
+      r, 1000 / r);
   if (!out.empty()) {
     std::ofstream file(out);
     file << "prepare_ms=" << p << "\nflush_ms=" << f << "\ndeactivate_ms=" << d
-         << "\ndelete_ms=" << x << "\nparallel=" << parallel << "\nparallel_wall_ms=" << m << "\n";
+         << "\ndelete_ms=" << x << "\nparallel=" << parallel << "\nparallel_wall_ms=" << m
+         << "\nreclaim_4mib_ms=" << r << "\n";
     if (!file.good()) Die("write " + out);
   }
   return 0;
