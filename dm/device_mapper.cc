@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstdarg>
@@ -22,16 +23,32 @@ namespace {
 // calling thread so a failure that carries no errno still explains itself.
 thread_local std::string t_last_error;
 
+// Node operations libdevmapper queued on its process-wide, unlocked list
+// (see NodeOpsStackedUnguarded in the header).
+std::atomic<uint64_t> g_node_ops_stacked_unguarded{0};
+
+// How _log_node_op (libdm-common.c) starts each line about the node-op list:
+// "<device name>: <action> NODE_<type> ...", sent at debug level.
+constexpr char kNodeOpFormat[] = "%s: %s NODE_";
+
 void CaptureLog(int level, const char* /*file*/, int /*line*/, int /*dm_errno*/, const char* f,
                 ...) {
-  // Levels below the flag bits: 3 is error, 4 warning, higher is chatter.
-  if ((level & 0x7f) > 3) return;
-  char buf[512];
   va_list ap;
   va_start(ap, f);
-  vsnprintf(buf, sizeof(buf), f, ap);
+  if (std::strncmp(f, kNodeOpFormat, sizeof(kNodeOpFormat) - 1) == 0) {
+    // Counted before any level filter: these are debug messages.
+    (void)va_arg(ap, const char*);  // the device name
+    if (std::strcmp(va_arg(ap, const char*), "Stacking") == 0) {
+      g_node_ops_stacked_unguarded.fetch_add(1, std::memory_order_relaxed);
+    }
+  } else if ((level & 0x0f) <= 3) {
+    // log_level() of lvm2's log.h: 3 is error, 4 warning, higher is chatter;
+    // the bits above are flags.
+    char buf[512];
+    vsnprintf(buf, sizeof(buf), f, ap);
+    t_last_error = buf;
+  }
   va_end(ap);
-  t_last_error = buf;
 }
 
 // One-time library setup, done before any task runs so that libdevmapper's
@@ -169,6 +186,10 @@ Status EnsureNode(const std::string& name, DevNum want) {
 }
 
 }  // namespace
+
+uint64_t NodeOpsStackedUnguarded() {
+  return g_node_ops_stacked_unguarded.load(std::memory_order_relaxed);
+}
 
 std::string DevNum::ToString() const { return std::to_string(major) + ":" + std::to_string(minor); }
 

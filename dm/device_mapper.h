@@ -126,4 +126,10 @@ struct DeviceEntry {
 // Every device-mapper device on the system.
 Result<std::vector<DeviceEntry>> ListDevices();
 
+// How many /dev/mapper node operations libdevmapper has put on its
+// process-wide, unlocked list of pending ones (counted from its debug log)
+// since this process started. Any at all is a data race with other threads
+// using libdevmapper; tests check that this stays 0.
+uint64_t NodeOpsStackedUnguarded();
+
 }  // namespace thinsnap::dm
