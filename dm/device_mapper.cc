@@ -6,6 +6,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstdarg>
@@ -22,23 +23,66 @@ namespace {
 // calling thread so a failure that carries no errno still explains itself.
 thread_local std::string t_last_error;
 
+// libdevmapper queues /dev/mapper node operations on one process-wide list,
+// _node_ops in libdm-common.c, with no lock: _stack_node_op appends to it
+// (and, stacking a NODE_DEL, walks it and frees the entries of the same name),
+// and update_devs/_pop_node_ops (dm_task_update_nodes, dm_udev_wait) performs
+// and frees them all. Threads that reach it at once corrupt it (issue 15: a
+// segfault inside libdevmapper under 16 clients). This file keeps every task
+// off the list (SetUdevFlags, Resume) except one it cannot: a removal while
+// DM_DISABLE_UDEV is set. Those run under g_node_ops_mu; see RunRemoveTask.
+std::mutex g_node_ops_mu;
+// libdevmapper's _udev_disabled, which dm_lib_init, its constructor, sets
+// when DM_DISABLE_UDEV is in the environment (nothing here changes that
+// variable later). Set by InitOnce, read-only after.
+bool g_udev_disabled = false;
+// Set while this thread holds g_node_ops_mu.
+thread_local bool t_holds_node_ops_mu = false;
+// Node operations libdevmapper stacked, counted from its debug log.
+std::atomic<uint64_t> g_node_ops_stacked_guarded{0};
+std::atomic<uint64_t> g_node_ops_stacked_unguarded{0};
+
+// How _log_node_op (libdm-common.c) starts each line about the node-op list:
+// "<device name>: <action> NODE_<type> ...", sent at debug level.
+constexpr char kNodeOpFormat[] = "%s: %s NODE_";
+
 void CaptureLog(int level, const char* /*file*/, int /*line*/, int /*dm_errno*/, const char* f,
                 ...) {
-  // Levels below the flag bits: 3 is error, 4 warning, higher is chatter.
-  if ((level & 0x7f) > 3) return;
-  char buf[512];
   va_list ap;
   va_start(ap, f);
-  vsnprintf(buf, sizeof(buf), f, ap);
+  if (std::strncmp(f, kNodeOpFormat, sizeof(kNodeOpFormat) - 1) == 0) {
+    // Counted before any level filter: these are debug messages.
+    (void)va_arg(ap, const char*);  // the device name
+    if (std::strcmp(va_arg(ap, const char*), "Stacking") == 0) {
+      (t_holds_node_ops_mu ? g_node_ops_stacked_guarded : g_node_ops_stacked_unguarded)
+          .fetch_add(1, std::memory_order_relaxed);
+    }
+  } else if ((level & 0x0f) <= 3) {
+    // log_level() of lvm2's log.h: 3 is error, 4 warning, higher is chatter;
+    // the bits above are flags.
+    char buf[512];
+    vsnprintf(buf, sizeof(buf), f, ap);
+    t_last_error = buf;
+  }
   va_end(ap);
-  t_last_error = buf;
 }
 
 // One-time library setup, done before any task runs so that libdevmapper's
-// lazily initialised globals (control fd, version check) are not raced.
+// lazily initialised globals are set by one thread and only read afterwards:
+// the log callback; the udev probe (_semaphore_supported, _udev_running);
+// through the first task, the control fd with the kernel version (_uname) and
+// device-mapper's major (_dm_bitset/_dm_device_major) that _open_control
+// looks up, and the driver version (dm_check_version, which also sets and
+// clears _log_suppress). Two ints stay lazy, written by any thread that needs
+// them, harmlessly: _ioctl_buffer_double_factor, bumped without a lock when a
+// LIST, STATUS, TABLE or message answer overflows its buffer (a lost bump only
+// costs one more retry with a bigger buffer), and _check_has_event_nr's
+// cache, which the first non-empty LIST sets, to the same value in every
+// thread.
 void InitOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
+    g_udev_disabled = getenv("DM_DISABLE_UDEV") != nullptr;
     dm_log_with_errno_init(CaptureLog);
     // Never wait on udev cookies: in a guest without udev they never complete.
     dm_udev_set_sync_support(0);
@@ -92,11 +136,14 @@ Result<TaskPtr> NewTask(int type, const std::string& name, const std::string& wh
   return t;
 }
 
-// Tells udev's dm rules and libdevmapper to leave /dev/mapper alone for this
-// task: this file makes and unlinks the nodes itself (EnsureNode, UnlinkNode).
-// libdevmapper would queue that work on one process-wide list with no locking,
-// which would need a lock around every resume; making the node here is one
-// mknod and needs none. Sync is off, so no cookie is ever waited on.
+// Tells udev's dm rules to leave /dev/mapper alone for this task: this file
+// makes and unlinks the nodes itself (EnsureNode, UnlinkNode). For a removal,
+// DM_UDEV_DISABLE_LIBRARY_FALLBACK also keeps libdevmapper from queueing a
+// NODE_DEL on its unlocked list (dm_task_run calls rm_dev_node only when
+// !rely_on_udev), except under DM_DISABLE_UDEV, when _set_cookie_flags drops
+// that flag (RunRemoveTask). For a resume the flags do not matter:
+// dm_task_run queues a NODE_ADD whenever add_node is DM_ADD_NODE_ON_RESUME
+// (Resume). Sync is off, so no cookie is ever waited on.
 Status SetUdevFlags(dm_task* t, const std::string& what) {
   uint32_t cookie = 0;
   const uint16_t flags = DM_UDEV_DISABLE_DM_RULES_FLAG | DM_UDEV_DISABLE_SUBSYSTEM_RULES_FLAG |
@@ -134,6 +181,25 @@ Result<Table> ReadTargets(dm_task* t, const std::string& what) {
   return table;
 }
 
+// Runs a DM_DEVICE_REMOVE task. Under DM_DISABLE_UDEV libdevmapper queues a
+// NODE_DEL on its unlocked node-op list for every removal that succeeds,
+// whatever the task's udev flags say (_set_cookie_flags clears
+// DM_UDEV_DISABLE_LIBRARY_FALLBACK when _udev_disabled; dm_task_run then calls
+// rm_dev_node). So such a removal holds g_node_ops_mu from the ioctl until
+// dm_task_update_nodes has drained the list again: that NODE_DEL is the only
+// entry, and it just unlinks /dev/mapper/<name> (_rm_dev_node), which
+// UnlinkNode would do anyway. Without DM_DISABLE_UDEV nothing is queued and
+// no lock is taken.
+bool RunRemoveTask(dm_task* t) {
+  if (!g_udev_disabled) return dm_task_run(t) != 0;
+  std::lock_guard lock(g_node_ops_mu);
+  t_holds_node_ops_mu = true;
+  const bool ran = dm_task_run(t) != 0;
+  dm_task_update_nodes();
+  t_holds_node_ops_mu = false;
+  return ran;
+}
+
 // Removes /dev/mapper/<name> if it is a block node or a symlink.
 void UnlinkNode(const std::string& name) {
   const std::string path = MapperPath(name);
@@ -169,6 +235,14 @@ Status EnsureNode(const std::string& name, DevNum want) {
 }
 
 }  // namespace
+
+uint64_t NodeOpsStackedGuarded() {
+  return g_node_ops_stacked_guarded.load(std::memory_order_relaxed);
+}
+
+uint64_t NodeOpsStackedUnguarded() {
+  return g_node_ops_stacked_unguarded.load(std::memory_order_relaxed);
+}
 
 std::string DevNum::ToString() const { return std::to_string(major) + ":" + std::to_string(minor); }
 
@@ -287,6 +361,14 @@ Status Resume(const std::string& name) {
   auto t = NewTask(DM_DEVICE_RESUME, name, what);
   if (!t.ok()) return t.status();
   THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), what));
+  // With the default, DM_ADD_NODE_ON_RESUME, dm_task_run queues a NODE_ADD on
+  // libdevmapper's unlocked node-op list for every resume, whatever the udev
+  // flags, and nothing here would ever drain it. ON_CREATE on a resume task
+  // means "not on resume", and a CREATE task (which keeps the default) queues
+  // nothing either. EnsureNode below makes the node instead.
+  if (!dm_task_set_add_node(t->get(), DM_ADD_NODE_ON_CREATE)) {
+    return Fail(t->get(), what + ": set add_node");
+  }
   if (!dm_task_run(t->get())) return Fail(t->get(), what);
   // The resume answers with the device's info: its number, for the node.
   dm_info info;
@@ -303,10 +385,10 @@ Status Remove(const std::string& name, const RemoveOptions& options) {
     const bool deferred = last && options.defer_if_busy;
     auto t = NewTask(DM_DEVICE_REMOVE, name, what);
     if (!t.ok()) return t.status();
-    // The node is unlinked here, not by libdevmapper (see SetUdevFlags).
+    // The node is unlinked here (see SetUdevFlags and RunRemoveTask).
     THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), what));
     if (deferred && !dm_task_deferred_remove(t->get())) return Fail(t->get(), what);
-    if (dm_task_run(t->get())) {
+    if (RunRemoveTask(t->get())) {
       if (!deferred) {
         UnlinkNode(name);
         return Status::Ok();
@@ -317,6 +399,11 @@ Status Remove(const std::string& name, const RemoveOptions& options) {
       if (info.ok() && !info->exists) {
         UnlinkNode(name);
         return Status::Ok();
+      }
+      if (info.ok()) {
+        // Under DM_DISABLE_UDEV the NODE_DEL that RunRemoveTask drained has
+        // unlinked the node of this device, which stays until its last close.
+        THINSNAP_RETURN_IF_ERROR(EnsureNode(name, info->dev).Annotate(what));
       }
       return Status::FromErrno(EBUSY, what + ": device is open, removal deferred");
     }

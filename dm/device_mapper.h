@@ -12,12 +12,23 @@
 // and udev's dm rules are told to keep out, so /dev/mapper/<name> is created
 // and removed by this library whether or not udev runs (a guest without udev
 // would otherwise wait forever on a cookie or get no node at all): Resume()
-// makes it, with mknod, not through libdevmapper's node-op list. A deferred
-// removal that completes later leaves a stale node behind (nobody is told);
-// the next Remove() or Create() of that name cleans it up.
+// makes it with mknod, Remove() unlinks it. A deferred removal that completes
+// later leaves a stale node behind (nobody is told); the next Remove() or
+// Create() of that name cleans it up.
 //
-// Thread safety: every function may be called from many threads at once, and
-// none takes a process-wide lock.
+// Thread safety: every function may be called from many threads at once.
+// libdevmapper keeps process-wide state without locks. What it sets lazily is
+// set once, before the first task, but for two counters whose races are
+// harmless (see InitOnce). Its list of pending node operations, which tasks
+// change, is kept out of use: Resume() and Remove() tell libdevmapper to leave
+// the nodes alone. One case libdevmapper does not let us keep out: with
+// DM_DISABLE_UDEV in the environment it queues a node removal for every
+// device removal. Remove() then holds a process-wide mutex around the removal
+// ioctl and the draining of that list, so such removals run one at a time;
+// nothing else ever takes it. NodeOpsStackedUnguarded() lets tests check that
+// the list is never used outside that mutex. No call may still be running
+// when the process exits: libdevmapper's destructor (dm_lib_exit) drains the
+// list and closes the control fd.
 #pragma once
 
 #include <chrono>
@@ -125,5 +136,14 @@ struct DeviceEntry {
 };
 // Every device-mapper device on the system.
 Result<std::vector<DeviceEntry>> ListDevices();
+
+// How many /dev/mapper node operations libdevmapper has put on its
+// process-wide, unlocked list of pending ones since this process started
+// (counted from its debug log): by a Remove() holding the mutex above, which
+// drains them at once (only while DM_DISABLE_UDEV is set), and anywhere else.
+// Any of the second kind is a data race with every other thread using
+// libdevmapper; tests check that it stays 0.
+uint64_t NodeOpsStackedGuarded();
+uint64_t NodeOpsStackedUnguarded();
 
 }  // namespace thinsnap::dm

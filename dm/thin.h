@@ -68,6 +68,13 @@ struct ThinStatus {
 Result<ThinStatus> ParseThinStatus(std::string_view line);
 
 // --- Pool messages (sent with SendMessage; errno as the kernel returns it). ---
+//
+// Send them one at a time per pool. The kernel does not: it commits the
+// metadata after a message has dropped its lock, and create_thin and
+// create_snap look for an existing id only in committed metadata. Two
+// concurrent creates of one id corrupt the pool's metadata (seen as "unable to
+// decrement block", and the pool went read-only); a delete racing the create
+// of its id can leave it inconsistent too (__delete_device).
 
 // AlreadyExists (EEXIST) if `id` is taken.
 Status SendCreateThin(const std::string& pool, uint32_t id);
