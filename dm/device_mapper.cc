@@ -188,10 +188,11 @@ Result<Table> ReadTargets(dm_task* t, const std::string& what) {
 // rm_dev_node). So such a removal holds g_node_ops_mu from the ioctl until
 // dm_task_update_nodes has drained the list again: that NODE_DEL is the only
 // entry, and it just unlinks /dev/mapper/<name> (_rm_dev_node), which
-// UnlinkNode would do anyway. Without DM_DISABLE_UDEV nothing is queued and
-// no lock is taken.
-bool RunRemoveTask(dm_task* t) {
-  if (!g_udev_disabled) return dm_task_run(t) != 0;
+// UnlinkNode would do anyway. Without DM_DISABLE_UDEV, or for a task that
+// names the device by uuid only (no name to queue), nothing is queued and no
+// lock is taken.
+bool RunRemoveTask(dm_task* t, bool by_name) {
+  if (!g_udev_disabled || !by_name) return dm_task_run(t) != 0;
   std::lock_guard lock(g_node_ops_mu);
   t_holds_node_ops_mu = true;
   const bool ran = dm_task_run(t) != 0;
@@ -303,6 +304,7 @@ Result<DeviceInfo> GetInfo(const std::string& name) {
   out.open_count = info.open_count;
   out.target_count = static_cast<uint32_t>(info.target_count);
   out.dev = DevNum{info.major, info.minor};
+  if (const char* uuid = dm_task_get_uuid(t->get())) out.uuid = uuid;
   return out;
 }
 
@@ -383,12 +385,30 @@ Status Remove(const std::string& name, const RemoveOptions& options) {
   for (int attempt = 0;; ++attempt) {
     const bool last = attempt >= options.busy_retries;
     const bool deferred = last && options.defer_if_busy;
-    auto t = NewTask(DM_DEVICE_REMOVE, name, what);
+    // Under DM_DISABLE_UDEV, a removal addressed by name queues a NODE_DEL
+    // and must take g_node_ops_mu; one addressed by uuid has no name for
+    // dm_task_run to queue (it takes DEV_NAME of the task), so removals of
+    // devices made with a uuid (thin devices are) run in parallel. The uuid
+    // is read from the device itself: it names the same device as `name`.
+    std::string uuid;
+    if (g_udev_disabled) {
+      auto info = GetInfo(name);
+      if (!info.ok()) return info.status();
+      if (!info->exists) {
+        UnlinkNode(name);  // a stale node left by an earlier deferred removal
+        return Status::FromErrno(ENXIO, what);
+      }
+      uuid = info->uuid;
+    }
+    auto t = NewTask(DM_DEVICE_REMOVE, uuid.empty() ? name : "", what);
     if (!t.ok()) return t.status();
+    if (!uuid.empty() && !dm_task_set_uuid(t->get(), uuid.c_str())) {
+      return Fail(t->get(), what + ": set uuid");
+    }
     // The node is unlinked here (see SetUdevFlags and RunRemoveTask).
     THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), what));
     if (deferred && !dm_task_deferred_remove(t->get())) return Fail(t->get(), what);
-    if (RunRemoveTask(t->get())) {
+    if (RunRemoveTask(t->get(), /*by_name=*/uuid.empty())) {
       if (!deferred) {
         UnlinkNode(name);
         return Status::Ok();

@@ -86,6 +86,7 @@ struct DeviceInfo {
   int32_t open_count = 0;
   uint32_t target_count = 0;
   DevNum dev;
+  std::string uuid;  // empty if the device has none
 };
 
 // Looks up `name`. A missing device is not an error: exists == false.

@@ -213,6 +213,7 @@ class DmPool final : public ThinPool {
     const bool read_only = access == Access::kReadOnly;
     dm::CreateOptions options;
     options.read_only = read_only;
+    options.uuid = Uuid(name);
     Status st = dm::Create(name, {target}, options);
     // Already there: fine if it is exactly what was asked for (a retry, or a
     // concurrent activation of the same id).
@@ -298,7 +299,7 @@ class DmPool final : public ThinPool {
     }
     const std::string name = ReclaimName(id);
     const dm::Target target = dm::ThinTarget(span_bytes / 512, dev_, id);
-    Status st = dm::Create(name, {target});
+    Status st = dm::Create(name, {target}, dm::CreateOptions{.uuid = Uuid(name)});
     if (st.code() == Code::kAlreadyExists) st = CheckActive(name, target, /*read_only=*/false);
     THINSNAP_RETURN_IF_ERROR(st);
     st = ranges ? DiscardRanges(name, *ranges) : DiscardMapped(name);
@@ -377,6 +378,13 @@ class DmPool final : public ThinPool {
   };
 
   std::string ThinName(ThinId id) const { return name_ + kThinInfix + std::to_string(id); }
+  // A dm uuid for the device `name` of this pool: unique while the name is
+  // (the kernel refuses duplicates), and short whatever the pool's name.
+  // Removals address devices by it (dm::Remove), which lets them run in
+  // parallel even under DM_DISABLE_UDEV.
+  std::string Uuid(const std::string& name) const {
+    return "THINSNAP-" + dev_.ToString() + name.substr(name_.size());
+  }
   std::string ReclaimName(ThinId id) const { return name_ + kReclaimInfix + std::to_string(id); }
 
   Result<dm::ThinStatus> ThinStatusOf(const std::string& name) {
