@@ -181,6 +181,18 @@ Result<Table> ReadTargets(dm_task* t, const std::string& what) {
   return table;
 }
 
+// Runs a task that makes libdevmapper queue a node operation on its unlocked
+// list, holding g_node_ops_mu from the ioctl until dm_task_update_nodes has
+// drained the list again.
+bool RunNodeQueueingTask(dm_task* t) {
+  std::lock_guard lock(g_node_ops_mu);
+  t_holds_node_ops_mu = true;
+  const bool ran = dm_task_run(t) != 0;
+  dm_task_update_nodes();
+  t_holds_node_ops_mu = false;
+  return ran;
+}
+
 // Runs a DM_DEVICE_REMOVE task. Under DM_DISABLE_UDEV libdevmapper queues a
 // NODE_DEL on its unlocked node-op list for every removal that succeeds,
 // whatever the task's udev flags say (_set_cookie_flags clears
@@ -193,12 +205,7 @@ Result<Table> ReadTargets(dm_task* t, const std::string& what) {
 // lock is taken.
 bool RunRemoveTask(dm_task* t, bool by_name) {
   if (!g_udev_disabled || !by_name) return dm_task_run(t) != 0;
-  std::lock_guard lock(g_node_ops_mu);
-  t_holds_node_ops_mu = true;
-  const bool ran = dm_task_run(t) != 0;
-  dm_task_update_nodes();
-  t_holds_node_ops_mu = false;
-  return ran;
+  return RunNodeQueueingTask(t);
 }
 
 // Removes /dev/mapper/<name> if it is a block node or a symlink.
@@ -432,6 +439,30 @@ Status Remove(const std::string& name, const RemoveOptions& options) {
     if (err != EBUSY || last) return Fail(t->get(), what);
     std::this_thread::sleep_for(options.retry_delay);
   }
+}
+
+Status Rename(const std::string& name, const std::string& new_name) {
+  const std::string what = "dm rename " + name + " to " + new_name;
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  THINSNAP_RETURN_IF_ERROR(ValidateName(new_name));
+  auto info = GetInfo(name);
+  if (!info.ok()) return info.status();
+  if (!info->exists) return Status::FromErrno(ENXIO, what);
+  auto t = NewTask(DM_DEVICE_RENAME, name, what);
+  if (!t.ok()) return t.status();
+  if (!dm_task_set_newname(t->get(), new_name.c_str())) return Fail(t->get(), what);
+  THINSNAP_RETURN_IF_ERROR(SetUdevFlags(t->get(), what));
+  // The kernel finds the device by name only, and dm_task_run queues a
+  // NODE_RENAME for every rename by name, whatever the udev flags; the lock
+  // covers one quick ioctl. The drain renames the node only when
+  // libdevmapper may fall back to making nodes; the node is checked below.
+  if (!RunNodeQueueingTask(t->get())) {
+    // The kernel answers EBUSY when the new name is taken.
+    if (dm_task_get_errno(t->get()) == EBUSY) return Status::FromErrno(EEXIST, what);
+    return Fail(t->get(), what);
+  }
+  UnlinkNode(name);
+  return EnsureNode(new_name, info->dev).Annotate(what);
 }
 
 Result<Table> GetTable(const std::string& name) {

@@ -23,9 +23,11 @@
 // change, is kept out of use: Resume() and Remove() tell libdevmapper to leave
 // the nodes alone. One case libdevmapper does not let us keep out: with
 // DM_DISABLE_UDEV in the environment it queues a node removal for every
-// device removal. Remove() then holds a process-wide mutex around the removal
-// ioctl and the draining of that list, so such removals run one at a time;
-// nothing else ever takes it. NodeOpsStackedUnguarded() lets tests check that
+// device removal by name, and a rename always queues a node rename. Remove()
+// of a device that has a dm uuid addresses it by uuid instead (nothing to
+// queue); other removals under DM_DISABLE_UDEV, and Rename(), hold a
+// process-wide mutex around the ioctl and the draining of that list, so they
+// run one at a time; nothing else ever takes it. NodeOpsStackedUnguarded() lets tests check that
 // the list is never used outside that mutex. No call may still be running
 // when the process exits: libdevmapper's destructor (dm_lib_exit) drains the
 // list and closes the control fd.
@@ -120,6 +122,11 @@ struct RemoveOptions {
 // Removes `name` and its /dev/mapper node. NotFound (ENXIO) if it does not
 // exist; Unavailable (EBUSY) while it is open.
 Status Remove(const std::string& name, const RemoveOptions& options = {});
+
+// Renames the device `name` to `new_name` and moves its /dev/mapper node;
+// anyone holding it open keeps it. NotFound if `name` does not exist,
+// AlreadyExists if `new_name` does.
+Status Rename(const std::string& name, const std::string& new_name);
 
 // The live table of `name`.
 Result<Table> GetTable(const std::string& name);

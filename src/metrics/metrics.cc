@@ -218,6 +218,7 @@ class MeteredPool final : public ThinPool {
         activate_(duration, errors, "activate"),
         deactivate_(duration, errors, "deactivate"),
         deactivate_for_delete_(duration, errors, "deactivate_for_delete"),
+        withdraw_(duration, errors, "withdraw"),
         list_active_(duration, errors, "list_active"),
         mapped_bytes_(duration, errors, "mapped_bytes"),
         list_usage_(duration, errors, "list_usage"),
@@ -253,6 +254,9 @@ class MeteredPool final : public ThinPool {
   Status DeactivateForDelete(ThinId id) override {
     return deactivate_for_delete_.Time([&] { return pool_->DeactivateForDelete(id); });
   }
+  Status Withdraw(ThinId id) override {
+    return withdraw_.Time([&] { return pool_->Withdraw(id); });
+  }
   Result<std::vector<ThinId>> ListActive() override {
     return list_active_.Time([&] { return pool_->ListActive(); });
   }
@@ -281,7 +285,7 @@ class MeteredPool final : public ThinPool {
  private:
   const std::unique_ptr<ThinPool> pool_;
   OpSeries create_thin_, create_snap_, delete_, status_, list_thin_ids_, activate_, deactivate_,
-      deactivate_for_delete_, list_active_, mapped_bytes_, list_usage_, own_ranges_,
+      deactivate_for_delete_, withdraw_, list_active_, mapped_bytes_, list_usage_, own_ranges_,
       discard_inactive_, discard_unused_, grow_;
 };
 

@@ -287,10 +287,42 @@ class DmPool final : public ThinPool {
     return st->mapped_sectors * 512;
   }
 
+  Status Withdraw(ThinId id) override {
+    THINSNAP_RETURN_IF_ERROR(CheckId(id));
+    const std::string name = ThinName(id);
+    auto info = dm::GetInfo(name);
+    if (!info.ok()) return info.status();
+    if (!info->exists) return Status::Ok();
+    // Made before thin devices had uuids (dm::Rename needs one), or read-only
+    // (a discard needs a writable table): a removal, and a private
+    // activation later.
+    if (info->uuid.empty() || info->read_only) return DeactivateForDelete(id);
+    if (info->open_count > 0 || info->deferred_remove) {
+      return Status::FromErrno(
+          EBUSY, name + " is open: thin id " + std::to_string(id) + " is kept while open");
+    }
+    const std::string hidden = ReclaimName(id);
+    Status st = dm::Rename(name, hidden);
+    if (st.code() == Code::kAlreadyExists) {  // left by a crash
+      THINSNAP_RETURN_IF_ERROR(Remove(hidden, /*defer_if_busy=*/false));
+      st = dm::Rename(name, hidden);
+    }
+    THINSNAP_RETURN_IF_ERROR(st);
+    // Whoever opened it between the check and the rename holds it now: it
+    // goes back to them untouched.
+    auto after = dm::GetInfo(hidden);
+    if (!after.ok()) return after.status();
+    if (after->open_count > 0) {
+      Status back = dm::Rename(hidden, name);
+      return Status::FromErrno(EBUSY, name + " was opened while being withdrawn; kept" +
+                                          (back.ok() ? "" : " (" + back.ToString() + ")"));
+    }
+    return Status::Ok();
+  }
+
   Status DiscardInactive(ThinId id, uint64_t span_bytes,
                          const std::optional<std::vector<ByteRange>>& ranges) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
-    if (ranges && ranges->empty()) return Status::Ok();
     auto info = dm::GetInfo(ThinName(id));
     if (!info.ok()) return info.status();
     if (info->exists) {
@@ -298,11 +330,17 @@ class DmPool final : public ThinPool {
                                         " is active; deactivate it before discarding");
     }
     const std::string name = ReclaimName(id);
-    const dm::Target target = dm::ThinTarget(span_bytes / 512, dev_, id);
-    Status st = dm::Create(name, {target}, dm::CreateOptions{.uuid = Uuid(name)});
-    if (st.code() == Code::kAlreadyExists) st = CheckActive(name, target, /*read_only=*/false);
-    THINSNAP_RETURN_IF_ERROR(st);
-    st = ranges ? DiscardRanges(name, *ranges) : DiscardMapped(name);
+    auto hidden = dm::GetInfo(name);
+    if (!hidden.ok()) return hidden.status();
+    const bool nothing = ranges && ranges->empty();
+    if (!hidden->exists) {
+      if (nothing) return Status::Ok();
+      const dm::Target target = dm::ThinTarget(span_bytes / 512, dev_, id);
+      THINSNAP_RETURN_IF_ERROR(dm::Create(name, {target}, dm::CreateOptions{.uuid = Uuid(name)}));
+    }
+    Status st = nothing  ? Status::Ok()
+                : ranges ? DiscardRanges(name, *ranges)
+                         : DiscardMapped(name);
     // The id is about to be deleted: no flush is owed to anyone.
     Status removed = Remove(name, /*defer_if_busy=*/false);
     return st.ok() ? removed : st;

@@ -92,6 +92,12 @@ class ThinPool {
   // so the holder keeps its data. Also removes a private activation that
   // DiscardInactive left behind (a crash).
   virtual Status DeactivateForDelete(ThinId id) = 0;
+  // Takes the device of `id`, which is about to be discarded and deleted, out
+  // of clients' reach: its name and node go, but the kernel device may stay,
+  // privately, for DiscardInactive (cheaper than a removal and a new
+  // activation). Like DeactivateForDelete, Unavailable (EBUSY) and nothing
+  // changed while anything holds it open; a no-op if it is not active.
+  virtual Status Withdraw(ThinId id) = 0;
   // Ids of this pool's thin devices that are currently active.
   virtual Result<std::vector<ThinId>> ListActive() = 0;
   // Bytes mapped by an active thin device (mapped sectors x 512).
@@ -113,9 +119,10 @@ class ThinPool {
   // Discards `ranges` of the inactive device `id` (nullopt: everything it
   // maps), before it is deleted. Blocks no other thin device maps return to
   // the data device (on a loop pool the data file shrinks); shared ones are
-  // only unmapped from `id`. It works on a private activation of `span_bytes`
-  // whose name no client was ever given, so no holder of the snapshot's own
-  // device can be affected. FailedPrecondition if `id` is active.
+  // only unmapped from `id`. It works on the private device Withdraw left, or
+  // a private activation of `span_bytes`, whose name no client was ever
+  // given, so no holder of the snapshot's own device can be affected; the
+  // private device is gone afterwards. FailedPrecondition if `id` is active.
   virtual Status DiscardInactive(ThinId id, uint64_t span_bytes,
                                  const std::optional<std::vector<ByteRange>>& ranges) = 0;
   // Discards the ranges `find_unused` names on the active device `id`, e.g.

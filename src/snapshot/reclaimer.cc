@@ -89,6 +89,8 @@ Status Finish(ThinPool& pool, const ReclaimTarget& target, const DiscardPlan& pl
       THINSNAP_FAILPOINT("reclaim.after_discard");
     }
   }
+  // What Withdraw kept for a discard that did not happen goes now.
+  THINSNAP_RETURN_IF_ERROR(pool.DeactivateForDelete(target.id));
   THINSNAP_RETURN_IF_ERROR(DeleteIfPresent(pool, target.id));
   THINSNAP_FAILPOINT("remove.after_delete");
   return Status::Ok();
@@ -108,8 +110,12 @@ std::vector<Status> ReclaimThins(ThinPool& pool, const std::vector<ReclaimTarget
   std::vector<Status> done(targets.size());
   // Deactivation first: it fails, and changes nothing, while the device is
   // open, so nothing below can touch a device someone holds.
+  // A device to be discarded is withdrawn (renamed out of reach, kept for
+  // the discard); any other is removed.
+  const bool discards = options.discard && pool.DiscardsReachData();
   ForEachParallel(targets.size(), options.parallel, [&](size_t i) {
-    done[i] = pool.DeactivateForDelete(targets[i].id);
+    done[i] = discards && targets[i].may_own_blocks ? pool.Withdraw(targets[i].id)
+                                                    : pool.DeactivateForDelete(targets[i].id);
     if (done[i].ok()) done[i] = failpoint::Hit("remove.after_deactivate");
   });
   const std::vector<DiscardPlan> plans = PlanDiscards(pool, targets, done, options);

@@ -166,6 +166,7 @@ class FakePool final : public ThinPool {
     return Status::Ok();
   }
   Status DeactivateForDelete(ThinId id) override { return Deactivate(id); }
+  Status Withdraw(ThinId id) override { return Deactivate(id); }
   bool DiscardsReachData() const override { return true; }
   // The fake keeps no mappings: a device's own ranges are what a test set
   // with SetOwnRanges, or none.

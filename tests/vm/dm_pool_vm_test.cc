@@ -373,6 +373,9 @@ TEST_F(DmPoolVmTest, DeactivateForDeleteLeavesAnOpenDeviceAlone) {
   ASSERT_GE(fd, 0);
   Status st = pool_->DeactivateForDelete(5);
   EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  st = pool_->Withdraw(5);
+  EXPECT_EQ(st.code(), Code::kUnavailable) << st.ToString();
+  EXPECT_TRUE(IsBlockNode(path));
   auto info = dm::GetInfo(ThinName(5));
   ASSERT_TRUE(info.ok());
   EXPECT_TRUE(info->exists);
@@ -403,7 +406,11 @@ TEST_F(DmPoolVmTest, OwnRangesAreWhatASnapshotWroteAndDiscardingThemShrinksTheDa
   ASSERT_TRUE(pool_->Activate(2, kThinSize, Access::kReadWrite).ok());
   WriteAt(pool_->DevicePath(2), 4 * kMiB, kMiB, 'n');   // over the origin's blocks
   WriteAt(pool_->DevicePath(2), 32 * kMiB, kMiB, 'n');  // where the origin has none
-  ASSERT_TRUE(pool_->DeactivateForDelete(2).ok());
+  // Withdrawn: out of clients' reach, kept privately for the discard.
+  ASSERT_TRUE(pool_->Withdraw(2).ok());
+  EXPECT_FALSE(IsBlockNode(pool_->DevicePath(2)));
+  EXPECT_TRUE(pool_->ListActive()->empty());
+  EXPECT_TRUE(dm::GetInfo(pool_name_ + "-reclaim-2")->exists);
   ASSERT_TRUE(pool_->CreateSnap(3, 1).ok());  // wrote nothing
 
   auto own = pool_->OwnRanges({2, 3, 77});
