@@ -25,9 +25,10 @@
 // The run also fails unless, at the end, every node in /dev/mapper is the
 // node of an existing device and every device has its node, and
 // dm::NodeOpsStackedUnguarded() is 0. So that a 0 means something, the count
-// under dm/'s lock must match the removals when DM_DISABLE_UDEV is set (each
-// queues one node operation) and be 0 otherwise. It prints the number of
-// operations.
+// under dm/'s lock must cover every operation that queues one: each rename,
+// and, when DM_DISABLE_UDEV is set, each removal of a device without a dm
+// uuid (those with one, as DmPool makes thin devices, are removed by uuid and
+// queue nothing). It prints the number of operations.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -175,7 +176,9 @@ class Stress {
   }
 
   std::string Name(uint32_t id) const { return pool_ + "-" + std::to_string(id); }
+  // Removals that queue a node operation under DM_DISABLE_UDEV: by name.
   uint64_t removals() const { return removals_.load(); }
+  uint64_t renames() const { return renames_.load(); }
 
   // Removes whatever the shared ids left behind.
   void CleanUpShared() {
@@ -200,8 +203,10 @@ class Stress {
   // included): under DM_DISABLE_UDEV each makes libdevmapper queue one node
   // operation.
   Status Remove(const std::string& name, const dm::RemoveOptions& options = {}) {
+    auto info = dm::GetInfo(name);
+    const bool by_uuid = info.ok() && info->exists && !info->uuid.empty();
     Status st = dm::Remove(name, options);
-    if (st.ok() || (options.defer_if_busy && st.code() == Code::kUnavailable)) {
+    if (!by_uuid && (st.ok() || (options.defer_if_busy && st.code() == Code::kUnavailable))) {
       removals_.fetch_add(1, std::memory_order_relaxed);
     }
     return st;
@@ -228,8 +233,11 @@ class Stress {
     return dm::SendDelete(pool_, id);
   }
 
-  Status Activate(uint32_t id) {
-    return dm::Create(Name(id), {dm::ThinTarget(kThinSectors, pool_dev_, id)});
+  // A device with a dm uuid (as DmPool makes them) is removed by uuid.
+  Status Activate(uint32_t id, bool with_uuid = false) {
+    dm::CreateOptions options;
+    if (with_uuid) options.uuid = "STRESS-" + Name(id);
+    return dm::Create(Name(id), {dm::ThinTarget(kThinSectors, pool_dev_, id)}, options);
   }
 
   // One cycle on the thread's own ids: every result is known in advance.
@@ -242,7 +250,7 @@ class Stress {
     tally_->Expect(CreateSnap(snap, origin), {}, "create_snap own");
     tally_->Expect(dm::Resume(o), {}, "resume own");
     CheckNode(o, "after resume");
-    tally_->Expect(Activate(snap), {}, "activate own snapshot");
+    tally_->Expect(Activate(snap, /*with_uuid=*/true), {}, "activate own snapshot");
     CheckNode(s, "after activate");
     auto status = dm::GetStatus(s);
     tally_->Expect(status.status(), {}, "status own");
@@ -256,9 +264,17 @@ class Stress {
     Shared(rng, origin);
 
     switch (rng() % 3) {
-      case 0:
-        tally_->Expect(Remove(s), {}, "remove own");
+      case 0: {
+        // Renamed, as the reclaim withdraws a device, then removed by uuid.
+        const std::string hidden = s + "-w";
+        tally_->Expect(dm::Rename(s, hidden), {}, "rename own");
+        renames_.fetch_add(1, std::memory_order_relaxed);
+        CheckNoNode(s, "after rename");
+        CheckNode(hidden, "after rename");
+        tally_->Expect(Remove(hidden), {}, "remove own renamed");
+        CheckNoNode(hidden, "after remove");
         break;
+      }
       case 1:
         RemoveWhileBusy(s);
         break;
@@ -376,6 +392,7 @@ class Stress {
   const dm::DevNum pool_dev_;
   Tally* const tally_;
   std::atomic<uint64_t> removals_{0};
+  std::atomic<uint64_t> renames_{0};
   std::mutex messages_mu_;
 };
 
@@ -513,7 +530,7 @@ int Main(int threads, int cycles, uint64_t seed) {
   std::fflush(stdout);
   Tally tally;
   double seconds = 0;
-  uint64_t removals = 0;
+  uint64_t removals = 0, renames = 0;
   {
     Pool pool(&tally);
     if (pool.ok()) {
@@ -528,6 +545,7 @@ int Main(int threads, int cycles, uint64_t seed) {
       CheckAllNodes(&tally);
       stress.CleanUpShared();
       removals = stress.removals();
+      renames = stress.renames();
     }
   }
   CheckAllNodes(&tally);
@@ -538,22 +556,24 @@ int Main(int threads, int cycles, uint64_t seed) {
                " node operations outside the lock (its list has no lock of its own)");
   }
   // The count is only worth something if it sees the operations that are
-  // there: under DM_DISABLE_UDEV, one per accepted removal (the pool's and
-  // dm::Create's clean-ups add more), none otherwise.
-  if (udev_disabled ? guarded < removals : guarded != 0) {
+  // there: one per rename, and under DM_DISABLE_UDEV one per accepted removal
+  // by name (the pool's and dm::Create's clean-ups add more).
+  const uint64_t queueing = renames + (udev_disabled ? removals : 0);
+  if (udev_disabled ? guarded < queueing : guarded != queueing) {
     tally.Fail("libdevmapper stacked " + std::to_string(guarded) +
-               " node operations under the lock, for " + std::to_string(removals) +
-               " removals, DM_DISABLE_UDEV " + (udev_disabled ? "set" : "unset"));
+               " node operations under the lock, for " + std::to_string(renames) + " renames and " +
+               std::to_string(removals) + " removals by name, DM_DISABLE_UDEV " +
+               (udev_disabled ? "set" : "unset"));
   }
   std::printf("events:\n");
   const bool ok = tally.Report();
   std::printf(
-      "dm_stress: %llu operations in %.1f s (%.0f/s), %llu removals; libdevmapper node ops "
-      "stacked: %llu under the lock, %llu unguarded\n",
+      "dm_stress: %llu operations in %.1f s (%.0f/s), %llu removals by name, %llu renames; "
+      "libdevmapper node ops stacked: %llu under the lock, %llu unguarded\n",
       static_cast<unsigned long long>(tally.ops()), seconds,
       seconds > 0 ? static_cast<double>(tally.ops()) / seconds : 0.0,
-      static_cast<unsigned long long>(removals), static_cast<unsigned long long>(guarded),
-      static_cast<unsigned long long>(unguarded));
+      static_cast<unsigned long long>(removals), static_cast<unsigned long long>(renames),
+      static_cast<unsigned long long>(guarded), static_cast<unsigned long long>(unguarded));
   std::printf("dm_stress: %s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }
