@@ -191,7 +191,9 @@ ok "pool flags reported (error_if_no_space=1, needs_check=0)"
 # Every alert rule loads and evaluates against the live series; none fires on a healthy pool.
 sleep 2
 curl -sf "http://$prom/api/v1/rules" >"$work/rules.json"
-jq -e '[.data.groups[].rules[]] | length == 11 and all(.health == "ok")' "$work/rules.json" >/dev/null ||
+rules=$(grep -c '^ *- alert:' "$work/rules.yml")
+jq -e --argjson n "$rules" '[.data.groups[].rules[]] | length == $n and all(.health == "ok")' \
+  "$work/rules.json" >/dev/null ||
   fail "rules not all healthy: $(jq -c '[.data.groups[].rules[] | {name, health, lastError}]' "$work/rules.json")"
 firing=$(jq -r '[.data.groups[].rules[] | select(.state == "firing") | .name] | join(",")' "$work/rules.json")
 [ -z "$firing" ] || fail "alerts firing on a healthy pool: $firing"
