@@ -25,13 +25,18 @@ read -ra env_args <<<"${THINSNAP_CHURN_ARGS:-}"
 set -- "${env_args[@]}" "$@"
 
 vm_pool_create 4G 256M
+# The kernel's own floor for a reclaim, on the same pool in the same VM run, before thinsnapd
+# starts: a device that wrote 4 MiB discards them, is removed and deleted (dm_floor_bench).
+"$(dirname "$ctl")/../tests/bench/dm_floor_bench" --pool "$pool" --samples 12 --parallel 1 --rounds 1 \
+  --out "$work/floor.txt" | grep -E "reclaim" || vm_fail "dm_floor_bench failed"
+floor_ms=$(sed -n 's/^reclaim_4mib_ms=//p' "$work/floor.txt")
 vm_daemon_start 512M
 du_before=$(du -k "$data_file" | cut -f1)
 vm_log "data file $data_file: $du_before KiB allocated with the base device alone"
 
 churn_rc=0
-"$churn" churn -socket "$socket" -metrics "$metrics_url" -pool "$pool" -mount-dir "$work/mnt" "$@" ||
-  churn_rc=$?
+"$churn" churn -socket "$socket" -metrics "$metrics_url" -pool "$pool" -mount-dir "$work/mnt" "$@" |
+  tee "$work/churn.out" || churn_rc=$?
 [ "$churn_rc" -eq 0 ] || vm_problem "thinsnap_churn churn exited $churn_rc (see its problems above)"
 if vm_daemon_alive "during the churn"; then
   vm_check_clean "thinsnapd serving"
@@ -44,6 +49,15 @@ if vm_daemon_alive "during the churn"; then
     }
     END { for (op in count) if (count[op] > 0) printf "  %-22s %8d %9.1f\n", op, count[op], 1000 * sum[op] / count[op] }' |
     sort
+fi
+
+# The drain beside its floor: removed containers reclaimed per second by the final Cleanup,
+# against 0.5x the raw floor's rate (target, printed, not judged).
+drain=$(sed -n 's/^drain rate in final Cleanup *\([0-9.]*\) devices.*/\1/p' "$work/churn.out")
+if [ -n "$drain" ] && [ -n "$floor_ms" ]; then
+  awk -v d="$drain" -v f="$floor_ms" 'BEGIN {
+    r = 1000 / f
+    printf "drain vs floor               %.1f devices/s against a raw floor of %.1f devices/s (%.1f ms each): %.2fx   target >= 0.5x: %s\n", d, r, f, d / r, (d / r >= 0.5 ? "met" : "MISSED") }'
 fi
 
 du_after=$(du -k "$data_file" | cut -f1)
