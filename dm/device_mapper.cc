@@ -389,24 +389,24 @@ Status Resume(const std::string& name) {
 Status Remove(const std::string& name, const RemoveOptions& options) {
   const std::string what = "dm remove " + name;
   THINSNAP_RETURN_IF_ERROR(ValidateName(name));
+  // Under DM_DISABLE_UDEV, a removal addressed by name queues a NODE_DEL and
+  // must take g_node_ops_mu; one addressed by uuid has no name for
+  // dm_task_run to queue (it takes DEV_NAME of the task), so removals of
+  // devices made with a uuid (thin devices are) run in parallel. The uuid is
+  // read from the device itself: it names the same device as `name`.
+  std::string uuid;
+  if (g_udev_disabled) {
+    auto info = GetInfo(name);
+    if (!info.ok()) return info.status();
+    if (!info->exists) {
+      UnlinkNode(name);  // a stale node left by an earlier deferred removal
+      return Status::FromErrno(ENXIO, what);
+    }
+    uuid = info->uuid;
+  }
   for (int attempt = 0;; ++attempt) {
     const bool last = attempt >= options.busy_retries;
     const bool deferred = last && options.defer_if_busy;
-    // Under DM_DISABLE_UDEV, a removal addressed by name queues a NODE_DEL
-    // and must take g_node_ops_mu; one addressed by uuid has no name for
-    // dm_task_run to queue (it takes DEV_NAME of the task), so removals of
-    // devices made with a uuid (thin devices are) run in parallel. The uuid
-    // is read from the device itself: it names the same device as `name`.
-    std::string uuid;
-    if (g_udev_disabled) {
-      auto info = GetInfo(name);
-      if (!info.ok()) return info.status();
-      if (!info->exists) {
-        UnlinkNode(name);  // a stale node left by an earlier deferred removal
-        return Status::FromErrno(ENXIO, what);
-      }
-      uuid = info->uuid;
-    }
     auto t = NewTask(DM_DEVICE_REMOVE, uuid.empty() ? name : "", what);
     if (!t.ok()) return t.status();
     if (!uuid.empty() && !dm_task_set_uuid(t->get(), uuid.c_str())) {

@@ -48,9 +48,10 @@ CREATE TABLE base_device (
     // reclaimer grew quadratic (bench_scale: 14-16 ms per Remove at 10,000).
     "CREATE INDEX intents_by_snapshot ON intents(snapshot_id);",
     // A delete intent says whether the device can have written a block at
-    // all (a view cannot), so the reclaimer skips the discard. Thin ids are handed out round-robin
-    // from a cursor that survives restarts, so a device name (derived from the id) does not come
-    // back soon after its snapshot was removed.
+    // all (a view cannot), so the reclaimer skips the discard. Thin ids are
+    // handed out round-robin from a cursor that survives restarts, so a
+    // device name (derived from the id) does not come back soon after its
+    // snapshot was removed.
     R"sql(
 ALTER TABLE intents ADD COLUMN may_own_blocks INTEGER NOT NULL DEFAULT 1;
 CREATE TABLE thin_id_cursor (

@@ -39,6 +39,15 @@ constexpr int kBusyRetries = 3;
 constexpr std::chrono::milliseconds kBusyDelay{10};
 constexpr std::chrono::seconds kThinToolTimeout{120};
 
+// The pool's status line, parsed, without a metadata commit (nothing that
+// reads it needs one, and it would cost a synchronous write on every Prepare).
+Result<dm::ThinPoolStatus> ReadPoolStatus(const std::string& pool) {
+  auto lines = dm::GetStatus(pool, /*no_flush=*/true);
+  if (!lines.ok()) return lines.status();
+  if (lines->size() != 1) return Status::FailedPrecondition(pool + " is not a single target");
+  return dm::ParseThinPoolStatus(lines->front().ToString());
+}
+
 Status CheckId(ThinId id) {
   if (id > kMaxThinId)
     return Status::InvalidArgument("thin id " + std::to_string(id) + " > 2^24-1");
@@ -159,12 +168,7 @@ class DmPool final : public ThinPool {
   }
 
   Result<PoolStatus> ReadStatus() {
-    // No metadata commit: nothing here needs one, and it would cost a
-    // synchronous write on every Prepare.
-    auto lines = dm::GetStatus(name_, /*no_flush=*/true);
-    if (!lines.ok()) return lines.status();
-    if (lines->size() != 1) return Status::FailedPrecondition(name_ + " is not a single target");
-    auto parsed = dm::ParseThinPoolStatus(lines->front().ToString());
+    auto parsed = ReadPoolStatus(name_);
     if (!parsed.ok()) return parsed.status();
     PoolStatus out;
     out.data_block_bytes = block_bytes_;
@@ -622,10 +626,7 @@ Result<std::unique_ptr<ThinPool>> OpenDmPool(const std::string& pool_name) {
   }
   auto parsed = dm::ParseThinPoolTable(table->front().ToString());
   if (!parsed.ok()) return parsed.status();
-  auto status = dm::GetStatus(pool_name, /*no_flush=*/true);
-  if (!status.ok()) return status.status();
-  if (status->size() != 1) return Status::FailedPrecondition(pool_name + " is not a single target");
-  auto pool_status = dm::ParseThinPoolStatus(status->front().ToString());
+  auto pool_status = ReadPoolStatus(pool_name);
   if (!pool_status.ok()) return pool_status.status();
   // The kernel turns passdown off by itself when the data device cannot
   // discard; the status says what is in force, the table only what was asked.

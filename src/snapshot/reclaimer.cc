@@ -29,12 +29,21 @@ void ForEachParallel(size_t n, size_t width, const std::function<void(size_t)>& 
   for (std::thread& t : helpers) t.join();
 }
 
-// What to discard of one target: nothing, everything it maps (nullopt), or
-// the ranges it wrote itself.
+// What to do with one deactivated target: discard nothing, everything it
+// maps (`ranges` unset), or the ranges it wrote itself. `withdrawn` targets
+// were renamed aside for the discard rather than removed.
 struct DiscardPlan {
+  bool withdrawn = false;
   bool discard = false;
   std::optional<std::vector<ByteRange>> ranges;
 };
+
+// Whether the reclaim discards `target` (decided before its ranges are
+// read): then Withdraw keeps its device for the discard.
+bool WantsDiscard(const ThinPool& pool, const ReclaimTarget& target,
+                  const ReclaimOptions& options) {
+  return options.discard && target.may_own_blocks && pool.DiscardsReachData();
+}
 
 // Plans the discards of the targets deactivated so far (`done[i]` OK): the
 // own ranges of all of them come from one metadata snapshot. A target whose
@@ -43,11 +52,11 @@ struct DiscardPlan {
 std::vector<DiscardPlan> PlanDiscards(ThinPool& pool, const std::vector<ReclaimTarget>& targets,
                                       std::vector<Status>& done, const ReclaimOptions& options) {
   std::vector<DiscardPlan> plans(targets.size());
-  if (!options.discard || !pool.DiscardsReachData()) return plans;
   std::vector<ThinId> ids;
   std::vector<size_t> asked;
   for (size_t i = 0; i < targets.size(); ++i) {
-    if (!done[i].ok() || !targets[i].may_own_blocks) continue;
+    if (!done[i].ok() || !WantsDiscard(pool, targets[i], options)) continue;
+    plans[i].withdrawn = true;
     plans[i].discard = true;
     ids.push_back(targets[i].id);
     asked.push_back(i);
@@ -78,8 +87,9 @@ std::vector<DiscardPlan> PlanDiscards(ThinPool& pool, const std::vector<ReclaimT
 // Discards (as planned) and deletes one deactivated target.
 Status Finish(ThinPool& pool, const ReclaimTarget& target, const DiscardPlan& plan,
               const ReclaimOptions& options) {
+  Status discarded;
   if (plan.discard) {
-    Status discarded = pool.DiscardInactive(target.id, options.span_bytes, plan.ranges);
+    discarded = pool.DiscardInactive(target.id, options.span_bytes, plan.ranges);
     // Storage without discard support, or an id already deleted (a retry
     // after a crash), must not keep the id from being deleted: the space is
     // then only returned to the pool, not to the data device.
@@ -89,8 +99,11 @@ Status Finish(ThinPool& pool, const ReclaimTarget& target, const DiscardPlan& pl
       THINSNAP_FAILPOINT("reclaim.after_discard");
     }
   }
-  // What Withdraw kept for a discard that did not happen goes now.
-  THINSNAP_RETURN_IF_ERROR(pool.DeactivateForDelete(target.id));
+  // What Withdraw kept for a discard that did not happen goes now
+  // (DiscardInactive removes it once it has run).
+  if (plan.withdrawn && !(plan.discard && discarded.ok())) {
+    THINSNAP_RETURN_IF_ERROR(pool.DeactivateForDelete(target.id));
+  }
   THINSNAP_RETURN_IF_ERROR(DeleteIfPresent(pool, target.id));
   THINSNAP_FAILPOINT("remove.after_delete");
   return Status::Ok();
@@ -112,10 +125,9 @@ std::vector<Status> ReclaimThins(ThinPool& pool, const std::vector<ReclaimTarget
   // open, so nothing below can touch a device someone holds.
   // A device to be discarded is withdrawn (renamed out of reach, kept for
   // the discard); any other is removed.
-  const bool discards = options.discard && pool.DiscardsReachData();
   ForEachParallel(targets.size(), options.parallel, [&](size_t i) {
-    done[i] = discards && targets[i].may_own_blocks ? pool.Withdraw(targets[i].id)
-                                                    : pool.DeactivateForDelete(targets[i].id);
+    done[i] = WantsDiscard(pool, targets[i], options) ? pool.Withdraw(targets[i].id)
+                                                      : pool.DeactivateForDelete(targets[i].id);
     if (done[i].ok()) done[i] = failpoint::Hit("remove.after_deactivate");
   });
   const std::vector<DiscardPlan> plans = PlanDiscards(pool, targets, done, options);

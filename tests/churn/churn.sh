@@ -17,12 +17,7 @@ here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 # shellcheck source=tests/churn/vm-lib.sh
 source "$here/vm-lib.sh"
 
-vm_init churn_vm "${1:?usage: $0 BUILD_DIR [-- THINSNAP_CHURN_ARGS...]}"
-shift
-[ $# -gt 0 ] && [ "$1" = "--" ] && shift
-# Through ctest too: tests/vm/run passes THINSNAP_* variables into the guest.
-read -ra env_args <<<"${THINSNAP_CHURN_ARGS:-}"
-set -- "${env_args[@]}" "$@"
+vm_init churn_vm "$@"
 
 vm_pool_create 4G 256M
 # The kernel's own floor for a reclaim, on the same pool in the same VM run, before thinsnapd
@@ -35,7 +30,7 @@ du_before=$(du -k "$data_file" | cut -f1)
 vm_log "data file $data_file: $du_before KiB allocated with the base device alone"
 
 churn_rc=0
-"$churn" churn -socket "$socket" -metrics "$metrics_url" -pool "$pool" -mount-dir "$work/mnt" "$@" |
+"$churn" churn -socket "$socket" -metrics "$metrics_url" -pool "$pool" -mount-dir "$work/mnt" "${vm_args[@]}" |
   tee "$work/churn.out" || churn_rc=$?
 [ "$churn_rc" -eq 0 ] || vm_problem "thinsnap_churn churn exited $churn_rc (see its problems above)"
 if vm_daemon_alive "during the churn"; then

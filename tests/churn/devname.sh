@@ -15,17 +15,12 @@ here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 # shellcheck source=tests/churn/vm-lib.sh
 source "$here/vm-lib.sh"
 
-vm_init devname_reuse_vm "${1:?usage: $0 BUILD_DIR [-- THINSNAP_CHURN_ARGS...]}"
-shift
-[ $# -gt 0 ] && [ "$1" = "--" ] && shift
-# Through ctest too: tests/vm/run passes THINSNAP_* variables into the guest.
-read -ra env_args <<<"${THINSNAP_CHURN_ARGS:-}"
-set -- "${env_args[@]}" "$@"
+vm_init devname_reuse_vm "$@"
 
 vm_pool_create 2G 128M
 vm_daemon_start 256M
 devname_rc=0
-"$churn" devname -socket "$socket" "$@" || devname_rc=$?
+"$churn" devname -socket "$socket" "${vm_args[@]}" || devname_rc=$?
 [ "$devname_rc" -eq 0 ] || vm_problem "thinsnap_churn devname exited $devname_rc (see its problems above)"
 if vm_daemon_alive "during the test"; then
   vm_check_clean "thinsnapd serving"

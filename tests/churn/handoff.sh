@@ -16,7 +16,7 @@ here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 # shellcheck source=tests/churn/vm-lib.sh
 source "$here/vm-lib.sh"
 
-vm_init handoff_open_vm "${1:?usage: $0 BUILD_DIR}"
+vm_init handoff_open_vm "$@"
 held=
 vm_on_exit() {
   if [ -n "$held" ]; then exec 3>&-; fi

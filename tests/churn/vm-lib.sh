@@ -3,7 +3,9 @@
 # a loop pool, thinsnapd on it with /metrics, leak checks and a teardown. Sourced by a script
 # running with `set -euo pipefail` as root inside the test VM (tests/vm/run).
 #
-#   vm_init NAME BUILD_DIR          binaries ($ctl, $thinsnapd, $churn), $work, the EXIT trap
+#   vm_init NAME BUILD_DIR [-- ARGS...]
+#                                   binaries ($ctl, $thinsnapd, $churn), $work, the EXIT trap, and
+#                                   $vm_args: THINSNAP_CHURN_ARGS (through ctest) then ARGS
 #   vm_pool_create DATA META        a loop pool $pool in $work/pool ($data_file is its data file)
 #   vm_daemon_start BASE_SIZE       thinsnapd on $socket, /metrics on $metrics_url
 #   vm_daemon_alive WHEN            records a problem (with the log's tail) if thinsnapd died
@@ -19,6 +21,7 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export DM_DISABLE_UDEV=1
 
 vm_name=
+vm_args=()
 vm_problems=()
 daemon_pid=
 vm_pool_made=
@@ -66,7 +69,12 @@ vm_cleanup() {
 vm_init() {
   vm_name=$1
   local build
-  build=$(readlink -f "$2")
+  build=$(readlink -f "${2:?usage: $0 BUILD_DIR [-- THINSNAP_CHURN_ARGS...]}")
+  shift 2
+  [ $# -gt 0 ] && [ "$1" = "--" ] && shift
+  # Through ctest too: tests/vm/run passes THINSNAP_* variables into the guest.
+  read -ra vm_args <<<"${THINSNAP_CHURN_ARGS:-}"
+  vm_args+=("$@")
   ctl=$build/tools/thinsnapctl
   thinsnapd=${THINSNAP_CHURN_DAEMON:-$build/src/daemon/thinsnapd}
   churn=$build/tests/churn/thinsnap_churn
