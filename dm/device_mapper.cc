@@ -217,10 +217,11 @@ void UnlinkNode(const std::string& name) {
   }
 }
 
-// Makes /dev/mapper/<name> the node of device `want`, as libdevmapper would
-// (root-owned, mode 0640), replacing a stale node of an earlier device of that
-// name; a node that is already right is left alone. Udev was told to keep out.
+}  // namespace
+
+// Udev was told to keep out (SetUdevFlags): this makes the nodes.
 Status EnsureNode(const std::string& name, DevNum want) {
+  THINSNAP_RETURN_IF_ERROR(ValidateName(name));
   const std::string path = MapperPath(name);
   auto node = BlockDevNum(path);
   if (node.ok() && *node == want) return Status::Ok();
@@ -241,8 +242,6 @@ Status EnsureNode(const std::string& name, DevNum want) {
   }
   return Status::Ok();
 }
-
-}  // namespace
 
 uint64_t NodeOpsStackedGuarded() {
   return g_node_ops_stacked_guarded.load(std::memory_order_relaxed);

@@ -111,6 +111,12 @@ Status Suspend(const std::string& name);
 // Resumes `name`, activating a reloaded table if there is one.
 Status Resume(const std::string& name);
 
+// Makes /dev/mapper/<name> the node of device `dev`, as libdevmapper would
+// (root-owned, mode 0640), replacing a stale node of an earlier device of that
+// name; a node that is already right is left alone. Create and Resume call it;
+// it is public for a device whose node a crash kept from being made.
+Status EnsureNode(const std::string& name, DevNum dev);
+
 struct RemoveOptions {
   // How many more times to try after EBUSY, and how long to wait in between.
   int busy_retries = 0;

@@ -219,9 +219,7 @@ class DmPool final : public ThinPool {
     options.read_only = read_only;
     options.uuid = Uuid(name);
     Status st = dm::Create(name, {target}, options);
-    // Already there: fine if it is exactly what was asked for (a retry, or a
-    // concurrent activation of the same id).
-    if (st.code() == Code::kAlreadyExists) return CheckActive(name, target, read_only);
+    if (st.code() == Code::kAlreadyExists) return CompleteActivation(name, target, read_only);
     return st;
   }
 
@@ -573,18 +571,27 @@ class DmPool final : public ThinPool {
     return dm::ParseThinPoolTable(table->front().ToString());
   }
 
-  Status CheckActive(const std::string& name, const dm::Target& want, bool read_only) {
+  // `name` exists already: a retry, a concurrent activation of the same id,
+  // or an activation that a crash cut short. Completes the last (a device
+  // created without a live table, left suspended, or resumed without its
+  // node); FailedPrecondition if it is active with another table or access.
+  Status CompleteActivation(const std::string& name, const dm::Target& want, bool read_only) {
     auto info = dm::GetInfo(name);
     if (!info.ok()) return info.status();
+    if (!info->exists) return Status::Unavailable(name + " was removed while being activated");
+    if (!info->live_table) {
+      THINSNAP_RETURN_IF_ERROR(dm::Reload(name, {want}, read_only));
+      return dm::Resume(name);
+    }
     auto table = dm::GetTable(name);
     if (!table.ok()) return table.status();
-    if (!info->exists || table->size() != 1 || table->front().ToString() != want.ToString() ||
+    if (table->size() != 1 || table->front().ToString() != want.ToString() ||
         info->read_only != read_only) {
       return Status::FailedPrecondition(name + " is active with a different table or access");
     }
     // A device left suspended (say, by a crash mid-snapshot) would hang I/O.
     if (info->suspended) return dm::Resume(name);
-    return Status::Ok();
+    return dm::EnsureNode(name, info->dev);
   }
 
   const std::string name_;

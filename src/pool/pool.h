@@ -79,7 +79,8 @@ class ThinPool {
   // The block-device node of `id` when active: /dev/mapper/<pool>-thin-<id>.
   virtual std::string DevicePath(ThinId id) const = 0;
   // Loads `0 <size/512> thin <pool> <id>` under the id-derived name. A no-op if
-  // the device is already active with the same access.
+  // the device is already active with the same table and access; completes an
+  // activation that a crash cut short (no live table, suspended, no node).
   virtual Status Activate(ThinId id, uint64_t size_bytes, Access access) = 0;
   // Flushes and removes the device; a no-op if it is not active. If the device
   // is still open, schedules deferred removal and returns Unavailable (EBUSY).

@@ -116,9 +116,11 @@ Status Reconciler::FixActivation(bool repair, ReconcileReport* report) {
     if (!records.ok()) return records.status();
     for (const SnapshotRecord& r : *records) {
       wanted.insert(r.thin_id);
-      if (active.count(r.thin_id)) continue;
-      report->reactivated.push_back(r.thin_id);
+      if (!active.count(r.thin_id)) report->reactivated.push_back(r.thin_id);
       if (!repair) continue;
+      // Also for a device that is there: a crash in the middle of its
+      // activation can have left it without a live table or without a node,
+      // and Activate completes it.
       Access access = kind == Kind::kView ? Access::kReadOnly : Access::kReadWrite;
       Status st = pool_.Activate(r.thin_id, r.size_bytes, access);
       if (!st.ok()) report->problems.push_back("activate " + r.info.name + ": " + st.ToString());
