@@ -65,7 +65,8 @@ nested_start() {
   nested_seq[$name]=0
   nested_partial[$name]=
   local cmdline="console=ttyS0 quiet panic=-1 oops=panic cryptomgr.notests rcupdate.rcu_expedited=1"
-  cmdline+=" mitigations=off tsc_early_khz=$nested_tsc_khz initcall_blacklist=$nested_blacklist"
+  cmdline+=" mitigations=off init_on_alloc=0 tsc_early_khz=$nested_tsc_khz"
+  cmdline+=" initcall_blacklist=$nested_blacklist"
   cmdline+=" thinsnap.nonce=${nested_nonce[$name]}"
   local cmd=(qemu-system-x86_64 -name "$name" -nodefaults -no-user-config -display none -no-reboot
     -accel tcg -cpu max -smp 1 -m 256M "$@"
