@@ -93,12 +93,13 @@ guest_attach() {
   vm_log "$vm: first read of $key's device in the guest $(nested_secs "$first_read_ms") s after its Prepare"
 }
 
-# guest_check_and_write VM KEY: the guest checks image.bin and writes and fsyncs guest.bin (1 MiB
-# from /dev/urandom, kept in /tmp as KEY.bin), then unmounts; guest_written is its sha256.
+# guest_check_and_write VM KEY: the guest checks image.bin and writes and fsyncs guest.bin (256 KiB
+# from /dev/urandom, kept in /tmp as KEY.bin), then unmounts; guest_written is its sha256. (Small
+# files: everything the nested guest does is slow.)
 guest_check_and_write() {
   local vm=$1 key=$2
   nested_run "$vm" 120 "sums /mnt/$key/image.bin &&
-    dd if=/dev/urandom of=/tmp/$key.bin bs=64k count=16 2>/dev/null &&
+    dd if=/dev/urandom of=/tmp/$key.bin bs=64k count=4 2>/dev/null &&
     put /tmp/$key.bin /mnt/$key/guest.bin && sums /tmp/$key.bin && umount /mnt/$key" ||
     nested_fail "$vm" "checking image.bin, writing guest.bin or unmounting failed in the guest"
   same "$vm: image.bin read in the guest" "$(guest_sum "/mnt/$key/image.bin")" "$image_sum"
@@ -124,32 +125,31 @@ host_check_commit() {
 }
 
 # qmp_attach VM KEY NODE ID: Kata's hot-plug of the Mount's source: blockdev-add (host_device,
-# cache.direct), device_add virtio-blk-pci on the root port rp1, with serial KEY.
+# cache.direct), then device_add virtio-blk-pci on the root port rp1, with serial KEY.
 qmp_attach() {
   nested_qmp "$1" blockdev-add "$(jq -nc --arg f "$m_source" --arg n "$3" \
-    '{driver: "host_device", filename: $f, "node-name": $n, cache: {direct: true}}')" >/dev/null ||
-    nested_fail "$1" "QMP blockdev-add of $m_source failed"
-  nested_qmp "$1" device_add "$(jq -nc --arg n "$3" --arg i "$4" --arg s "$2" \
-    '{driver: "virtio-blk-pci", drive: $n, id: $i, bus: "rp1", serial: $s}')" >/dev/null ||
-    nested_fail "$1" "QMP device_add of $m_source failed"
+    '{driver: "host_device", filename: $f, "node-name": $n, cache: {direct: true}}')" \
+    -- device_add "$(jq -nc --arg n "$3" --arg i "$4" --arg s "$2" \
+      '{driver: "virtio-blk-pci", drive: $n, id: $i, bus: "rp1", serial: $s}')" >/dev/null ||
+    nested_fail "$1" "QMP blockdev-add + device_add of $m_source failed"
 }
 
-# qmp_detach VM KEY NODE ID: device_del, wait for DEVICE_DELETED (the guest has acknowledged the
-# unplug), the guest confirms the disk is gone, blockdev-del.
+# qmp_detach VM KEY NODE ID: device_del, DEVICE_DELETED (the guest has acknowledged the unplug),
+# blockdev-del; then the guest must no longer show the disk.
 qmp_detach() {
   local t0=$EPOCHREALTIME
-  nested_qmp "$1" device_del "{\"id\":\"$4\"}" --event DEVICE_DELETED --match "device=$4" --timeout 120 \
-    >/dev/null || nested_fail "$1" "device_del $4: no DEVICE_DELETED (the guest did not release the disk)"
-  vm_log "$1: DEVICE_DELETED for $4 after $(nested_secs "$(nested_ms_since "$t0")") s"
+  nested_qmp "$1" device_del "{\"id\":\"$4\"}" --event DEVICE_DELETED --match "device=$4" \
+    -- blockdev-del "{\"node-name\":\"$3\"}" --timeout 120 >/dev/null ||
+    nested_fail "$1" "device_del $4 (no DEVICE_DELETED: the guest did not release the disk?) or blockdev-del $3 failed"
+  vm_log "$1: $4 unplugged (DEVICE_DELETED) and $3 deleted after $(nested_secs "$(nested_ms_since "$t0")") s"
   nested_run "$1" 60 "gone $2 30" || nested_fail "$1" "the guest still shows $2's disk after DEVICE_DELETED"
-  nested_qmp "$1" blockdev-del "{\"node-name\":\"$3\"}" >/dev/null || nested_fail "$1" "blockdev-del $3"
 }
 
 # --- the image: one committed layer with image.bin ------------------------------------------------
 "${ctl_rpc[@]}" prepare image-layer >/dev/null
 mount_of image-layer
 mount -t "$m_type" -o "$m_options" "$m_source" "$work/mnt"
-head -c 1M /dev/urandom >"$work/image.bin"
+head -c 256K /dev/urandom >"$work/image.bin"
 cp "$work/image.bin" "$work/mnt/image.bin"
 umount "$work/mnt"
 "${ctl_rpc[@]}" commit image image-layer
@@ -205,7 +205,7 @@ gone_name=$(basename "$gone_source")
 qmp_attach q35 ctr-gone d2 vd2
 guest_attach q35 ctr-gone "$gone_t0"
 gone_first_ms=$first_read_ms
-nested_run q35 120 "dd if=/dev/urandom of=/tmp/a.bin bs=64k count=16 2>/dev/null &&
+nested_run q35 120 "dd if=/dev/urandom of=/tmp/a.bin bs=64k count=4 2>/dev/null &&
   put /tmp/a.bin /mnt/ctr-gone/a.bin" || nested_fail q35 "writing a.bin in the guest failed"
 
 "${ctl_rpc[@]}" rm ctr-gone || vm_problem "Remove of ctr-gone (attached to the guest) failed"
@@ -222,7 +222,7 @@ echo "ctr-gone's device after Remove + Cleanup: $(dmsetup info -c --noheadings -
 [ -b "$gone_source" ] || vm_problem "$gone_source vanished while the guest holds it"
 
 # The guest goes on: more written, caches dropped, everything read back.
-nested_run q35 180 "dd if=/dev/urandom of=/tmp/b.bin bs=64k count=32 2>/dev/null &&
+nested_run q35 180 "dd if=/dev/urandom of=/tmp/b.bin bs=64k count=8 2>/dev/null &&
   put /tmp/b.bin /mnt/ctr-gone/b.bin && echo 3 >/proc/sys/vm/drop_caches &&
   sums /tmp/a.bin /mnt/ctr-gone/a.bin /tmp/b.bin /mnt/ctr-gone/b.bin /mnt/ctr-gone/image.bin &&
   umount /mnt/ctr-gone" || nested_fail q35 "writing, reading back or unmounting ctr-gone after its Remove failed"

@@ -144,13 +144,15 @@ nested_wait_ready() {
 }
 
 nested_run() {
-  local name=$1 seq
+  local name=$1 seq t0=$EPOCHREALTIME rc
   seq=$((nested_seq[$name] + 1))
   nested_seq[$name]=$seq
   # One line on the wire: a command written over several lines (after && or |) still parses.
   echo "$seq ${3//$'\n'/ }" >&"${nested_in[$name]}"
   nested_read_until "$name" "*@@DONE ${nested_nonce[$name]} $seq rc=*" "$2"
-  return "${nested_match##*rc=}"
+  rc=${nested_match##*rc=}
+  echo "  $name: command $seq: status $rc after $(nested_secs "$(nested_ms_since "$t0")") s"
+  return "$rc"
 }
 
 nested_qmp() {

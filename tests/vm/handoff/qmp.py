@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""One QMP command to a qemu, optionally followed by waiting for an event (standard library only).
+"""QMP commands to a qemu, one after the other, each optionally followed by waiting for an event.
+Standard library only.
 
-usage: qmp.py SOCKET COMMAND [ARGS-JSON] [--event NAME [--match KEY=VALUE]...] [--timeout SECS]
+usage: qmp.py SOCKET COMMAND [ARGS-JSON] [--event NAME [--match KEY=VALUE]...]
+              [-- COMMAND [ARGS-JSON] [--event ...]]... [--timeout SECS]
 
-Connects to qemu's QMP unix socket, negotiates capabilities, sends COMMAND with ARGS-JSON as its
-arguments and prints the reply's "return" as one JSON line. With --event, it then waits, on the
-same connection (events go only to connected clients), for an event NAME whose data has every
-KEY=VALUE given, and prints it. Exit status: 0 on success; 1 when qemu answers with an error (its
-class and description are printed to stderr), 2 on a timeout or a closed connection.
+Connects to qemu's QMP unix socket, negotiates capabilities, sends each COMMAND with ARGS-JSON as
+its arguments and prints the reply's "return" as one JSON line. After a command with --event, it
+waits, on the same connection (events go only to connected clients), for an event NAME whose data
+has every KEY=VALUE given, prints it, and only then sends the next command. Exit status: 0 on
+success; 1 when qemu answers with an error (its class and description are printed to stderr), 2
+on a timeout (SECS for the whole sequence, default 30) or a closed connection.
 """
 import argparse
 import json
@@ -16,17 +19,33 @@ import sys
 import time
 
 
+def parse(argv):
+    """SOCKET, the timeout, and a list of steps (command, arguments, event, {key: value})."""
+    timeout = 30.0
+    if "--timeout" in argv:
+        i = argv.index("--timeout")
+        timeout = float(argv[i + 1])
+        argv = argv[:i] + argv[i + 2:]
+    if len(argv) < 2:
+        sys.exit(__doc__)
+    sock, rest, steps = argv[0], argv[1:], []
+    while rest:
+        n = rest.index("--") if "--" in rest else len(rest)
+        p = argparse.ArgumentParser(prog="qmp.py")
+        p.add_argument("command")
+        p.add_argument("arguments", nargs="?", default="{}")
+        p.add_argument("--event")
+        p.add_argument("--match", action="append", default=[])
+        a = p.parse_args(rest[:n])
+        steps.append((a.command, json.loads(a.arguments), a.event,
+                      dict(m.split("=", 1) for m in a.match)))
+        rest = rest[n + 1:]
+    return sock, timeout, steps
+
+
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("socket")
-    p.add_argument("command")
-    p.add_argument("arguments", nargs="?", default="{}")
-    p.add_argument("--event")
-    p.add_argument("--match", action="append", default=[])
-    p.add_argument("--timeout", type=float, default=30.0)
-    a = p.parse_args()
-    deadline = time.monotonic() + a.timeout
-    want = dict(m.split("=", 1) for m in a.match)
+    path, timeout, steps = parse(sys.argv[1:])
+    deadline = time.monotonic() + timeout
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     f = None
@@ -58,29 +77,32 @@ def main():
             elif "return" in r:
                 return r["return"]
 
-    def matches(e):
+    def matches(e, event, want):
         data = e.get("data", {})
-        return e["event"] == a.event and all(str(data.get(k)) == v for k, v in want.items())
+        return e["event"] == event and all(str(data.get(k)) == v for k, v in want.items())
 
+    command, event, want = "connect", None, {}
     try:
-        s.settimeout(a.timeout)
-        s.connect(a.socket)
+        s.settimeout(timeout)
+        s.connect(path)
         f = s.makefile("rwb", buffering=0)
         receive()  # the greeting
         execute("qmp_capabilities", None)
-        print(json.dumps(execute(a.command, json.loads(a.arguments))), flush=True)
-        if a.event:
-            while not any(matches(e) for e in events):
-                r = receive()
-                if "event" in r:
-                    events.append(r)
-            print(json.dumps(next(e for e in events if matches(e))), flush=True)
+        for command, arguments, event, want in steps:
+            events.clear()
+            print(json.dumps(execute(command, arguments)), flush=True)
+            if event:
+                while not any(matches(e, event, want) for e in events):
+                    r = receive()
+                    if "event" in r:
+                        events.append(r)
+                print(json.dumps(next(e for e in events if matches(e, event, want))), flush=True)
     except (TimeoutError, socket.timeout):
-        what = f"event {a.event} {want}" if a.event else "the reply"
-        print(f"qmp {a.command}: no {what} within {a.timeout:g} s", file=sys.stderr)
+        what = f"event {event} {want}" if event else "the reply"
+        print(f"qmp {command}: no {what} within {timeout:g} s", file=sys.stderr)
         sys.exit(2)
     except (ConnectionError, OSError) as e:
-        print(f"qmp {a.command}: {e}", file=sys.stderr)
+        print(f"qmp {command}: {e}", file=sys.stderr)
         sys.exit(2)
 
 
