@@ -250,12 +250,4 @@ echo "speed: q35 boot (qemu start to /init) $(nested_secs "$q35_boot_ms") s;" \
   "Prepare to first guest read $(nested_secs "$pci_first_ms") s (ctr-pci)," \
   "$(nested_secs "$gone_first_ms") s (ctr-gone) (hot-plugged into the running VM)"
 
-if vm_daemon_alive "after the hand-offs"; then
-  "${ctl_rpc[@]}" rm image || vm_problem "remove the image"
-  "${ctl_rpc[@]}" cleanup || vm_problem "final Cleanup"
-  vm_check_clean "thinsnapd serving"
-fi
-vm_daemon_stop
-vm_check_clean "thinsnapd stopped"
-vm_pool_destroy
-vm_finish
+vm_end "after the hand-offs" image
