@@ -81,6 +81,14 @@ dm_open() {
   dmsetup info -c --noheadings -o open "$(basename "$1")" 2>/dev/null || echo gone
 }
 
+# released WHAT DEV: once the VM has let go of DEV, nobody may hold it open.
+released() {
+  local open
+  open=$(dm_open "$2")
+  echo "$2 $1: open count $open"
+  [ "$open" = 0 ] || vm_problem "$2 is still open (count $open) $1"
+}
+
 # guest_attach VM KEY T0: waits in the guest for the disk with serial KEY, mounts it on /mnt/KEY
 # with the Mount's type and options and reads the start of image.bin; prints the time since T0
 # (the Prepare) and returns it in first_read_ms.
@@ -165,6 +173,7 @@ mmio_t0=$EPOCHREALTIME
 mount_of ctr-mmio
 mmio_source=$m_source
 echo "== 2. microvm: ctr-mmio ($mmio_source) cold-plugged as virtio-blk-device (virtio-mmio)"
+# (Its kernel prints "PCI: Fatal: No config space access function found": microvm has no PCI.)
 nested_start microvm "${microvm_args[@]}" \
   -drive "file=$mmio_source,format=raw,if=none,id=d1,cache=none" -device virtio-blk-device,drive=d1,serial=ctr-mmio
 nested_wait_ready microvm "$boot_timeout"
@@ -173,7 +182,7 @@ guest_attach microvm ctr-mmio "$mmio_t0"
 mmio_first_ms=$first_read_ms
 guest_check_and_write microvm ctr-mmio
 nested_stop microvm
-echo "ctr-mmio's device after qemu exited: open count $(dm_open "$mmio_source")"
+released "after the microvm's qemu exited" "$mmio_source"
 # The q35 VM boots (no disk) while the host checks what the microvm guest wrote.
 nested_start q35 "${q35_args[@]}"
 host_check_commit ctr-mmio
@@ -192,7 +201,7 @@ pci_first_ms=$first_read_ms
 echo "ctr-pci's device while attached: open count $(dm_open "$pci_source")"
 guest_check_and_write q35 ctr-pci
 qmp_detach q35 ctr-pci d1 vd1
-echo "ctr-pci's device after blockdev-del: open count $(dm_open "$pci_source")"
+released "after device_del and blockdev-del" "$pci_source"
 host_check_commit ctr-pci
 
 # --- 3. removed while attached --------------------------------------------------------------------
@@ -233,7 +242,7 @@ same "q35: b.bin (written after the Remove) read back in the guest after drop_ca
 same "q35: image.bin on the removed snapshot, in the guest after drop_caches" \
   "$(guest_sum /mnt/ctr-gone/image.bin)" "$image_sum"
 qmp_detach q35 ctr-gone d2 vd2
-echo "ctr-gone's device after blockdev-del: open count $(dm_open "$gone_source")"
+released "after device_del and blockdev-del" "$gone_source"
 cleanup_rc=0
 cleanup_out=$("${ctl_rpc[@]}" cleanup 2>&1) || cleanup_rc=$?
 echo "Cleanup after the guest let go of ctr-gone: exit $cleanup_rc: ${cleanup_out:-(no output)}"
