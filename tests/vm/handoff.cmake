@@ -3,7 +3,7 @@
 # virtio-mmio, cold-plugged) do: the guest mounts the Mount, checks the image's file and writes its
 # own, which the host then finds in a child of the committed snapshot; and a snapshot Removed while
 # a VM holds it attached stays intact until it is detached (tests/vm/handoff/handoff.sh). The nested
-# VMs run under TCG inside the TCG test VM: about 4 minutes in all. Needs thinsnapctl, thinsnapd
+# VMs run under TCG inside the TCG test VM: 3 to 6.5 minutes in all, with the host's load. Needs thinsnapctl, thinsnapd
 # and thinsnap_churn (vm-lib.sh checks for all three).
 thinsnap_add_vm_test(NAME handoff_vm
                      COMMAND bash ${CMAKE_SOURCE_DIR}/tests/vm/handoff/handoff.sh ${CMAKE_BINARY_DIR}
