@@ -118,12 +118,4 @@ echo "second Cleanup (device closed): exit $cleanup_rc: ${cleanup_out:-(no outpu
 if dmsetup info "$dm_name" >/dev/null 2>&1 || [ -e "$dev" ]; then
   vm_problem "device $dm_name is still there after the second Cleanup: $(dmsetup info -c --noheadings "$dm_name" 2>&1)"
 fi
-if vm_daemon_alive "after the handoff"; then
-  "${ctl_rpc[@]}" rm image || vm_problem "remove the image"
-  "${ctl_rpc[@]}" cleanup || vm_problem "final Cleanup"
-  vm_check_clean "thinsnapd serving"
-fi
-vm_daemon_stop
-vm_check_clean "thinsnapd stopped"
-vm_pool_destroy
-vm_finish
+vm_end "after the handoff" image

@@ -12,6 +12,9 @@
 #   vm_daemon_stop                  SIGTERM; records a problem unless it exits 0 within 120 s
 #   vm_check_clean WHEN             `thinsnapctl check --json`: clean, only the base thin id
 #   vm_pool_destroy                 tears the pool down, then thin_check on its metadata
+#   vm_end WHEN [KEY...]            the usual end: removes KEYs and calls Cleanup (if thinsnapd still
+#                                   runs), vm_check_clean, vm_daemon_stop, vm_check_clean again,
+#                                   vm_pool_destroy, vm_finish
 #   vm_problem MSG                  records a failure and goes on; vm_fail MSG ends the test now
 #   vm_finish                       prints every problem and the verdict; exits 1 if any
 #
@@ -180,4 +183,20 @@ vm_pool_destroy() {
   thin_check "$loop" || rc=$?
   losetup -d "$loop"
   [ "$rc" -eq 0 ] || vm_problem "thin_check found problems in the pool metadata"
+}
+
+vm_end() {
+  local when=$1 key
+  shift
+  if vm_daemon_alive "$when"; then
+    for key in "$@"; do
+      "$ctl" --socket "$socket" rm "$key" || vm_problem "remove $key"
+    done
+    [ $# -eq 0 ] || "$ctl" --socket "$socket" cleanup || vm_problem "final Cleanup"
+    vm_check_clean "thinsnapd serving"
+  fi
+  vm_daemon_stop
+  vm_check_clean "thinsnapd stopped"
+  vm_pool_destroy
+  vm_finish
 }
