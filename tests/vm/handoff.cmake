@@ -7,4 +7,4 @@
 # and thinsnap_churn (vm-lib.sh checks for all three).
 thinsnap_add_vm_test(NAME handoff_vm
                      COMMAND bash ${CMAKE_SOURCE_DIR}/tests/vm/handoff/handoff.sh ${CMAKE_BINARY_DIR}
-                     TIMEOUT 600)
+                     TIMEOUT 900)

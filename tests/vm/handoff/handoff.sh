@@ -11,10 +11,15 @@
 #   microvm  (Firecracker's path) with a container's device cold-plugged as virtio-blk-device
 #            (virtio-mmio): the guest mounts it with the Mount's type and options, checks image.bin
 #            (sha256), writes and fsyncs guest.bin, unmounts; qemu exits; the host Commits the
-#            container, Prepares a child and checks guest.bin byte for byte.
+#            container, Prepares a child and checks guest.bin byte for byte. Every other fs_type the
+#            config accepts (ext2, ext3) rides along: a second and third thinsnapd, each on its own
+#            small pool with that fs_type, hand one snapshot each to the same guest, which mounts
+#            it with its Mount's type, checks the host's file and writes its own, which the host
+#            then checks.
 #   q35      (Kata's path) with no disk and a PCIe root port:
-#     1. hot-plug: a container's device attached over QMP (blockdev-add host_device with
-#        cache.direct, device_add virtio-blk-pci on the root port), checked and written as above,
+#     1. hot-plug: a container prepared with a containerd.io/snapshot/max-size label, attached
+#        over QMP (blockdev-add host_device with cache.direct, device_add virtio-blk-pci on the
+#        root port); the guest's df must show the label's size; checked and written as above,
 #        hot-unplugged (device_del, DEVICE_DELETED, blockdev-del), then Commit and a child checked.
 #     3. removed while attached: another container attached and mounted in the guest is Removed;
 #        Cleanup must answer FailedPrecondition naming its device. The guest goes on writing and,
@@ -31,11 +36,79 @@ source "$here/../../churn/vm-lib.sh"
 source "$here/nested.sh"
 
 vm_init handoff_vm "${1:?usage: $0 BUILD_DIR}"
-vm_on_exit() { nested_kill_all; }
 nested_init "$work/nested"
 vm_pool_create 1G 64M
 vm_daemon_start 256M
 ctl_rpc=("$ctl" --socket "$socket")
+
+# --- the other file system types: one thinsnapd per type, each on its own small pool -------------
+other_fs_types=(ext2 ext3)
+declare -A other_pid=()
+other_dir() { echo "$work/$1"; }
+other_ctl() { "$ctl" --socket "$(other_dir "$1")/thinsnap.sock" "${@:2}"; }
+other_stop() {
+  local t=$1 pid=${other_pid[$1]:-}
+  [ -n "$pid" ] || return 0
+  other_pid[$t]=
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" || vm_problem "thinsnapd ($t) exited $? on SIGTERM: $(tail -n 5 "$(other_dir "$t")/thinsnapd.log")"
+}
+vm_on_exit() {
+  nested_kill_all
+  local t
+  for t in "${other_fs_types[@]}"; do
+    [ -z "${other_pid[$t]:-}" ] || kill -KILL "${other_pid[$t]}" 2>/dev/null || true
+    "$ctl" pool destroy --dir "$(other_dir "$t")/pool" --force >/dev/null 2>&1 || true
+  done
+}
+# other_start TYPE: a pool and a thinsnapd with fs_type TYPE; a root snapshot ctr-TYPE with
+# fs.bin written on the host; sets other_source[TYPE] and other_sum[TYPE].
+declare -A other_source=() other_sum=()
+other_start() {
+  local t=$1 dir
+  dir=$(other_dir "$t")
+  mkdir -p "$dir/pool" "$dir/root"
+  "$ctl" pool create --loop --dir "$dir/pool" --data-size 256M --meta-size 16M --name "$pool-$t" \
+    >/dev/null || vm_fail "thinsnapctl pool create ($t)"
+  printf 'base_size = "64M"\nfs_type = "%s"\nlog_level = "warn"\n' "$t" >"$dir/thinsnapd.toml"
+  "$thinsnapd" --config "$dir/thinsnapd.toml" --root "$dir/root" --socket "$dir/thinsnap.sock" \
+    --pool "$pool-$t" 2>"$dir/thinsnapd.log" &
+  other_pid[$t]=$!
+  local _
+  for _ in $(seq 600); do
+    [ -S "$dir/thinsnap.sock" ] && break
+    kill -0 "${other_pid[$t]}" 2>/dev/null || vm_fail "thinsnapd ($t) exited: $(cat "$dir/thinsnapd.log")"
+    sleep 0.1
+  done
+  other_ctl "$t" prepare "ctr-$t" >/dev/null || vm_fail "prepare ctr-$t ($t pool)"
+  local json
+  json=$(other_ctl "$t" mounts "ctr-$t" --json) || vm_fail "mounts ctr-$t"
+  [ "$(jq -r '.[0].type' <<<"$json")" = "$t" ] || vm_fail "mounts ctr-$t: type is not $t: $json"
+  other_source[$t]=$(jq -r '.[0].source' <<<"$json")
+  mount -t "$t" "${other_source[$t]}" "$work/mnt"
+  head -c 64K /dev/urandom >"$work/mnt/fs.bin"
+  other_sum[$t]=$(sha256sum <"$work/mnt/fs.bin")
+  other_sum[$t]=${other_sum[$t]%% *}
+  umount "$work/mnt"
+  vm_log "$t: thinsnapd on pool $pool-$t; ctr-$t is ${other_source[$t]}"
+}
+# other_end TYPE: the host checks what the guest wrote on ctr-TYPE, then removes everything.
+other_end() {
+  local t=$1 dir got
+  dir=$(other_dir "$t")
+  mount -t "$t" "${other_source[$t]}" "$work/mnt"
+  got=$(sha256sum <"$work/mnt/guest.bin" || true)
+  same "$t: guest.bin written by the microvm guest, on the host" "${got%% *}" "$2"
+  umount "$work/mnt"
+  other_ctl "$t" rm "ctr-$t" || vm_problem "remove ctr-$t"
+  other_ctl "$t" cleanup || vm_problem "Cleanup ($t pool)"
+  other_stop "$t"
+  local out
+  out=$("$ctl" check --json --root "$dir/root" --pool "$pool-$t") || true
+  jq -e '.clean == true and (.pool_thin_ids | length) == 1' <<<"$out" >/dev/null ||
+    vm_problem "$t pool not clean at the end: $out"
+  "$ctl" pool destroy --dir "$dir/pool" >/dev/null || vm_problem "pool destroy ($t)"
+}
 
 boot_timeout=300
 attach_timeout=180
@@ -169,21 +242,40 @@ vm_log "image: image.bin sha256 $image_sum"
 # --- 2. virtio-mmio (Firecracker's path): microvm with the disk cold-plugged ----------------------
 # The two nested VMs run one after the other: booting both at once took longer in all (each boot
 # then took about twice as long on this 2-CPU test VM).
+other_drives=()
+for t in "${other_fs_types[@]}"; do
+  other_start "$t"
+  other_drives+=(-drive "file=${other_source[$t]},format=raw,if=none,id=d-$t,cache=none"
+    -device "virtio-blk-device,drive=d-$t,serial=ctr-$t")
+done
 mmio_t0=$EPOCHREALTIME
 "${ctl_rpc[@]}" prepare ctr-mmio image >/dev/null
 mount_of ctr-mmio
 mmio_source=$m_source
-echo "== 2. microvm: ctr-mmio ($mmio_source) cold-plugged as virtio-blk-device (virtio-mmio)"
+echo "== 2. microvm: ctr-mmio ($mmio_source) cold-plugged as virtio-blk-device (virtio-mmio)," \
+  "with ctr-ext2 and ctr-ext3 of the other pools"
 # (Its kernel prints "PCI: Fatal: No config space access function found": microvm has no PCI.)
 nested_start microvm "${microvm_args[@]}" \
-  -drive "file=$mmio_source,format=raw,if=none,id=d1,cache=none" -device virtio-blk-device,drive=d1,serial=ctr-mmio
+  -drive "file=$mmio_source,format=raw,if=none,id=d1,cache=none" -device virtio-blk-device,drive=d1,serial=ctr-mmio \
+  "${other_drives[@]}"
 nested_wait_ready microvm "$boot_timeout"
 mmio_boot_ms=$nested_boot_ms
 guest_attach microvm ctr-mmio "$mmio_t0"
 mmio_first_ms=$first_read_ms
 guest_check_and_write microvm ctr-mmio
+# The other types: mounted with their Mount's type, the host's file checked, one written.
+declare -A other_written=()
+for t in "${other_fs_types[@]}"; do
+  nested_run microvm 120 "d=\$(waitdisk ctr-$t 30) && mkdir -p /mnt/$t && mount -t $t \$d /mnt/$t &&
+    sums /mnt/$t/fs.bin && dd if=/dev/urandom of=/tmp/$t.bin bs=64k count=1 2>/dev/null &&
+    put /tmp/$t.bin /mnt/$t/guest.bin && sums /tmp/$t.bin && umount /mnt/$t" ||
+    nested_fail microvm "mounting, checking or writing ctr-$t ($t) failed in the guest"
+  same "microvm: fs.bin on a $t snapshot, read in the guest" "$(guest_sum "/mnt/$t/fs.bin")" "${other_sum[$t]}"
+  other_written[$t]=$(guest_sum "/tmp/$t.bin")
+done
 nested_stop microvm
 released "after the microvm's qemu exited" "$mmio_source"
+for t in "${other_fs_types[@]}"; do other_end "$t" "${other_written[$t]}"; done
 # The q35 VM boots (no disk) while the host checks what the microvm guest wrote.
 nested_start q35 "${q35_args[@]}"
 host_check_commit ctr-mmio
@@ -193,12 +285,25 @@ echo "== 1. q35: ctr-pci hot-plugged as virtio-blk-pci on PCIe root port rp1"
 nested_wait_ready q35 "$boot_timeout"
 q35_boot_ms=$nested_boot_ms
 pci_t0=$EPOCHREALTIME
-"${ctl_rpc[@]}" prepare ctr-pci image >/dev/null
+# Sized as Kata sizes a pod's rootfs: 1 GiB, against the pool's 256 MiB base.
+max_size=$((1024 * 1024 * 1024))
+"${ctl_rpc[@]}" prepare ctr-pci image --label "containerd.io/snapshot/max-size=$max_size" >/dev/null
 mount_of ctr-pci
 pci_source=$m_source
 qmp_attach q35 ctr-pci d1 vd1
 guest_attach q35 ctr-pci "$pci_t0"
 pci_first_ms=$first_read_ms
+# df counts the filesystem's size less its own metadata (inode tables, journal): a few percent.
+nested_run q35 60 "dfk /mnt/ctr-pci" || nested_fail q35 "df of ctr-pci in the guest failed"
+pci_df_kib=
+for line in "${nested_lines[@]}"; do
+  [[ "$line" == "df "*" /mnt/ctr-pci" ]] && { pci_df_kib=${line#df }; pci_df_kib=${pci_df_kib%% *}; }
+done
+echo "max-size: ctr-pci labelled $((max_size / 1024)) KiB; df in the guest: ${pci_df_kib:-(none)} KiB"
+if [ -z "$pci_df_kib" ] || [ "$pci_df_kib" -gt $((max_size / 1024)) ] ||
+  [ "$pci_df_kib" -lt $((max_size * 9 / 10 / 1024)) ]; then
+  vm_problem "max-size: the guest's df shows ${pci_df_kib:-nothing} KiB, not about $((max_size / 1024)) KiB"
+fi
 echo "ctr-pci's device while attached: open count $(dm_open "$pci_source")"
 guest_check_and_write q35 ctr-pci
 qmp_detach q35 ctr-pci d1 vd1
