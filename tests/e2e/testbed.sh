@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared pieces of the in-VM test scripts (sourced, not run): a loop-backed
-# dm-thin pool in guest tmpfs, a thinsnapd serving it, and their teardown.
+# Shared pieces of the in-VM containerd test scripts (sourced, not run): a
+# loop-backed dm-thin pool in guest tmpfs, a thinsnapd serving it, a
+# containerd 1.6 using it as proxy snapshotter "thinsnap", and their teardown.
 #
 # Test scripts may drive dmsetup directly; product code never does.
 #
@@ -10,8 +11,16 @@
 #   pool_create DATA_SIZE META_SIZE
 #   daemon_start
 #   ...                           # $THINSNAP_SOCK serves the pool
+#   containerd_require_tools      # containerd, ctr, runc and the shim are installed
+#   containerd_start [TOML...]    # extra config appended; ctr_ talks to it at $CD_SOCK
+#   containerd_stop
 #   daemon_stop                   # fails if thinsnapd does not exit cleanly
 #   pool_destroy_and_check N      # teardown; thin_check; exactly N thin devices left
+#   step MSG                      # logs MSG with the seconds since testbed_init
+#
+# On exit the trap stops containerd (printing the tail of its log if the
+# script failed), then runs the functions in TB_EXIT_HOOKS (each given the
+# exit status), then stops thinsnapd and removes the pool.
 
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export DM_DISABLE_UDEV=1
@@ -38,8 +47,14 @@ testbed_init() {
   DAEMON_ARGS=()
   DATA_LOOP=
   META_LOOP=
+  CD_SOCK=$WORK/containerd/containerd.sock
+  CONTAINERD_PID=
+  TB_EXIT_HOOKS=()
+  TB_START=$(date +%s)
   trap testbed_cleanup EXIT
 }
+
+step() { tb_log "[$(($(date +%s) - TB_START))s] $*"; }
 
 pool_create() {
   local data_size=$1 meta_size=$2
@@ -136,9 +151,78 @@ pool_destroy_and_check() {
   [ "$count" -eq "$expected" ] || tb_fail "pool holds $count thin devices, want $expected"
 }
 
+# --- containerd with thinsnapd as its proxy snapshotter "thinsnap" ---
+
+containerd_require_tools() {
+  local tool
+  for tool in containerd ctr runc containerd-shim-runc-v2; do
+    command -v "$tool" >/dev/null || tb_fail "$tool not installed (tools/install-deps)"
+  done
+}
+
+ctr_() { ctr -a "$CD_SOCK" -n default "$@"; }
+
+# containerd_start [TOML...]: each argument is appended to the configuration.
+# Its log ($WORK/containerd.log) is at CONTAINERD_LOG_LEVEL (default info).
+# shellcheck disable=SC2120 # callers pass extra TOML or nothing
+containerd_start() {
+  mkdir -p "$WORK/containerd"
+  {
+    cat <<EOF
+version = 2
+root = "$WORK/containerd/root"
+state = "$WORK/containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"]
+
+[grpc]
+  address = "$CD_SOCK"
+
+[proxy_plugins.thinsnap]
+  type = "snapshot"
+  address = "$THINSNAP_SOCK"
+EOF
+    local extra
+    for extra in "$@"; do
+      printf '\n%s\n' "$extra"
+    done
+  } >"$WORK/containerd.toml"
+  containerd --config "$WORK/containerd.toml" --log-level "${CONTAINERD_LOG_LEVEL:-info}" \
+    >"$WORK/containerd.log" 2>&1 &
+  CONTAINERD_PID=$!
+  local _
+  for _ in $(seq 300); do
+    ctr -a "$CD_SOCK" version >/dev/null 2>&1 && break
+    kill -0 "$CONTAINERD_PID" 2>/dev/null || { tail -n 40 "$WORK/containerd.log" >&2; tb_fail "containerd exited during start-up"; }
+    sleep 0.2
+  done
+  local plugins
+  plugins=$(ctr_ plugins ls) || tb_fail "ctr plugins ls"
+  grep -qE '^io.containerd.snapshotter.v1 +thinsnap .* ok *$' <<<"$plugins" ||
+    { echo "$plugins" >&2; tb_fail "containerd did not load the thinsnap proxy snapshotter"; }
+  tb_log "containerd $(containerd --version | awk '{print $3}') pid $CONTAINERD_PID"
+}
+
+containerd_stop() {
+  [ -n "$CONTAINERD_PID" ] || return 0
+  local pid=$CONTAINERD_PID
+  CONTAINERD_PID=
+  kill -TERM "$pid"
+  wait "$pid" || true # containerd exits non-zero on SIGTERM by design
+}
+
+# containerd goes before the hooks, thinsnapd and the pool.
 testbed_cleanup() {
   local rc=$?
   set +e
+  if [ -n "$CONTAINERD_PID" ]; then
+    containerd_stop
+    if [ "$rc" -ne 0 ]; then
+      echo "--- containerd log (tail) ---"
+      tail -n 60 "$WORK/containerd.log"
+    fi
+  fi
+  local hook
+  for hook in "${TB_EXIT_HOOKS[@]}"; do "$hook" "$rc"; done
   if [ -n "$DAEMON_PID" ]; then
     kill -TERM "$DAEMON_PID" 2>/dev/null
     wait "$DAEMON_PID" 2>/dev/null

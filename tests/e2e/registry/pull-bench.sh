@@ -44,10 +44,8 @@ registry_require_tools
 base_size=$((10 << 30))
 pool_dirs=()
 ovl_loop=
-on_exit() {
-  local rc=$?
-  set +e
-  registry_containerd_cleanup "$rc"
+# Run by testbed.sh's EXIT trap, after containerd has stopped.
+pull_bench_teardown() {
   if [ -n "$DAEMON_PID" ]; then
     kill -TERM "$DAEMON_PID"
     wait "$DAEMON_PID"
@@ -59,10 +57,8 @@ on_exit() {
   for dir in "${pool_dirs[@]}"; do
     "$ctl" pool destroy --force --dir "$dir" >/dev/null 2>&1
   done
-  (exit "$rc")
-  testbed_cleanup
 }
-trap on_exit EXIT
+TB_EXIT_HOOKS+=(pull_bench_teardown)
 
 loop_pool() {
   local dir=$1 name=$2
@@ -159,6 +155,7 @@ if want overlayfs; then
   done
 fi
 
-registry_containerd_cleanup
+containerd_stop
+registry_stop
 daemon_stop
 tb_log "pull bench: done"

@@ -39,18 +39,8 @@ fi
 registry_require_tools
 
 mnt=
-on_exit() {
-  local rc=$?
-  set +e
-  [ -n "$mnt" ] && umount "$mnt" 2>/dev/null
-  registry_containerd_cleanup "$rc"
-  (exit "$rc")
-  testbed_cleanup
-}
-trap on_exit EXIT
-
-start=$(date +%s)
-step() { tb_log "[$(($(date +%s) - start))s] $*"; }
+unmount_verify() { [ -z "$mnt" ] || umount "$mnt" 2>/dev/null; }
+TB_EXIT_HOOKS+=(unmount_verify)
 
 pool_create 8G 256M
 daemon_start
@@ -110,7 +100,8 @@ left=$(ctr_ snapshots --snapshotter thinsnap ls | awk 'NR > 1')
 remaining=$("$e2etool" snapshots "$THINSNAP_SOCK")
 [ -z "$remaining" ] || tb_fail "thinsnapd still holds snapshots after containerd's GC: $remaining"
 
-registry_containerd_cleanup
+containerd_stop
+registry_stop
 daemon_stop
 pool_destroy_and_check 1
 step "registry_pull: PASS ($compared paths compared)"

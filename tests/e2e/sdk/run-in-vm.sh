@@ -30,18 +30,6 @@ for bin in "$sdktest" "$e2etool" "$ctl"; do
 done
 registry_require_tools
 
-on_exit() {
-  local rc=$?
-  set +e
-  registry_containerd_cleanup "$rc"
-  (exit "$rc")
-  testbed_cleanup
-}
-trap on_exit EXIT
-
-start=$(date +%s)
-step() { tb_log "[$(($(date +%s) - start))s] $*"; }
-
 # Thin provisioning: the 16 GiB the container asks for need no real space.
 pool_create 4G 128M
 daemon_start
@@ -62,7 +50,8 @@ echo "${listed:-(nothing)}"
 remaining=$("$e2etool" snapshots "$THINSNAP_SOCK")
 [ -z "$remaining" ] || tb_fail "thinsnapd still holds snapshots: $remaining"
 
-registry_containerd_cleanup
+containerd_stop
+registry_stop
 daemon_stop
 pool_destroy_and_check 1
 step "sdk_e2e: PASS"
