@@ -335,10 +335,13 @@ class DmPool final : public ThinPool {
     auto hidden = dm::GetInfo(name);
     if (!hidden.ok()) return hidden.status();
     const bool nothing = ranges && ranges->empty();
+    const dm::Target target = dm::ThinTarget(span_bytes / 512, dev_, id);
     if (!hidden->exists) {
       if (nothing) return Status::Ok();
-      const dm::Target target = dm::ThinTarget(span_bytes / 512, dev_, id);
       THINSNAP_RETURN_IF_ERROR(dm::Create(name, {target}, dm::CreateOptions{.uuid = Uuid(name)}));
+    } else if (!nothing) {
+      // Withdrawn, or made here before a kill: either may have been cut short.
+      THINSNAP_RETURN_IF_ERROR(Revive(name, {target}, /*read_only=*/false, *hidden));
     }
     Status st = nothing  ? Status::Ok()
                 : ranges ? DiscardRanges(name, *ranges)
@@ -572,26 +575,35 @@ class DmPool final : public ThinPool {
   }
 
   // `name` exists already: a retry, a concurrent activation of the same id,
-  // or an activation that a crash cut short. Completes the last (a device
-  // created without a live table, left suspended, or resumed without its
-  // node); FailedPrecondition if it is active with another table or access.
+  // or an activation that a crash cut short, which is completed (Revive);
+  // FailedPrecondition if it is active with another table or access.
   Status CompleteActivation(const std::string& name, const dm::Target& want, bool read_only) {
     auto info = dm::GetInfo(name);
     if (!info.ok()) return info.status();
     if (!info->exists) return Status::Unavailable(name + " was removed while being activated");
-    if (!info->live_table) {
-      THINSNAP_RETURN_IF_ERROR(dm::Reload(name, {want}, read_only));
+    if (info->live_table) {
+      auto table = dm::GetTable(name);
+      if (!table.ok()) return table.status();
+      if (table->size() != 1 || table->front().ToString() != want.ToString() ||
+          info->read_only != read_only) {
+        return Status::FailedPrecondition(name + " is active with a different table or access");
+      }
+    }
+    return Revive(name, {want}, read_only, *info);
+  }
+
+  // Makes usable a device `info` describes, which a kill may have left
+  // half-made: created without a live table (loads `table`), suspended (a
+  // device left suspended would hang I/O), or without its node (killed
+  // between an ioctl and the mknod or node rename that follows it).
+  static Status Revive(const std::string& name, const dm::Table& table, bool read_only,
+                       const dm::DeviceInfo& info) {
+    if (!info.live_table) {
+      THINSNAP_RETURN_IF_ERROR(dm::Reload(name, table, read_only));
       return dm::Resume(name);
     }
-    auto table = dm::GetTable(name);
-    if (!table.ok()) return table.status();
-    if (table->size() != 1 || table->front().ToString() != want.ToString() ||
-        info->read_only != read_only) {
-      return Status::FailedPrecondition(name + " is active with a different table or access");
-    }
-    // A device left suspended (say, by a crash mid-snapshot) would hang I/O.
-    if (info->suspended) return dm::Resume(name);
-    return dm::EnsureNode(name, info->dev);
+    if (info.suspended) return dm::Resume(name);
+    return dm::EnsureNode(name, info.dev);
   }
 
   const std::string name_;

@@ -123,7 +123,9 @@ class ThinPool {
   // only unmapped from `id`. It works on the private device Withdraw left, or
   // a private activation of `span_bytes`, whose name no client was ever
   // given, so no holder of the snapshot's own device can be affected; the
-  // private device is gone afterwards. FailedPrecondition if `id` is active.
+  // private device is gone afterwards. A private device that a kill left
+  // half-made (no table, suspended, no node) is completed first.
+  // FailedPrecondition if `id` is active.
   virtual Status DiscardInactive(ThinId id, uint64_t span_bytes,
                                  const std::optional<std::vector<ByteRange>>& ranges) = 0;
   // Discards the ranges `find_unused` names on the active device `id`, e.g.

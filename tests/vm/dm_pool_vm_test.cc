@@ -493,6 +493,33 @@ TEST_F(DmPoolVmTest, ActivateCompletesAnActivationACrashCutShort) {
   EXPECT_TRUE(ReadsAs(pool_->DevicePath(5), 0, 4096, 0));
 }
 
+TEST_F(DmPoolVmTest, DiscardCompletesAPrivateDeviceACrashCutShort) {
+  ASSERT_TRUE(pool_->CreateThin(6).ok());
+  ASSERT_TRUE(pool_->Activate(6, kThinSize, Access::kReadWrite).ok());
+  WriteAt(pool_->DevicePath(6), 0, 1 * kMiB, 'd');
+  ASSERT_TRUE(pool_->Deactivate(6).ok());
+  const uint64_t used = pool_->QueryStatus()->data_used_blocks;
+
+  // Killed inside the reclaim's private activation, after DM_DEVICE_CREATE.
+  const std::string hidden = pool_name_ + "-reclaim-6";
+  CreateBareDevice(hidden);
+  Status st = pool_->DiscardInactive(6, kThinSize, std::vector<ByteRange>{{0, 1 * kMiB}});
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_FALSE(dm::GetInfo(hidden)->exists);
+  EXPECT_EQ(pool_->QueryStatus()->data_used_blocks, used - 16);
+
+  // Withdrawn (renamed), but killed before the node moved.
+  ASSERT_TRUE(pool_->Activate(6, kThinSize, Access::kReadWrite).ok());
+  WriteAt(pool_->DevicePath(6), 0, 1 * kMiB, 'e');
+  ASSERT_TRUE(pool_->Withdraw(6).ok());
+  ASSERT_EQ(unlink(dm::MapperPath(hidden).c_str()), 0);
+  st = pool_->DiscardInactive(6, kThinSize, std::vector<ByteRange>{{0, 1 * kMiB}});
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_FALSE(dm::GetInfo(hidden)->exists);
+  EXPECT_EQ(pool_->QueryStatus()->data_used_blocks, used - 16);
+  EXPECT_TRUE(pool_->Delete(6).ok());
+}
+
 TEST_F(DmPoolVmTest, ConcurrentActivations) {
   constexpr int kThreads = 4, kPerThread = 8;
   for (ThinId id = 1; id <= kThreads * kPerThread; ++id) ASSERT_TRUE(pool_->CreateThin(id).ok());
