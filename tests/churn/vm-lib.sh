@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Guest-side setup shared by the VM tests in tests/churn (churn.sh, handoff.sh, devname.sh):
+# Guest-side setup shared by the VM tests in tests/churn (churn.sh, handoff.sh, devname.sh),
+# tests/vm/handoff/handoff.sh and tests/soak/run-in-vm.sh:
 # a loop pool, thinsnapd on it with /metrics, leak checks and a teardown. Sourced by a script
 # running with `set -euo pipefail` as root inside the test VM (tests/vm/run).
 #
