@@ -260,6 +260,7 @@ class MeteredPool final : public ThinPool {
   Result<std::vector<ThinId>> ListActive() override {
     return list_active_.Time([&] { return pool_->ListActive(); });
   }
+  Result<std::vector<ThinId>> ListHalfMade() override { return pool_->ListHalfMade(); }
   Result<uint64_t> MappedBytes(ThinId id) override {
     return mapped_bytes_.Time([&] { return pool_->MappedBytes(id); });
   }

@@ -282,6 +282,23 @@ class DmPool final : public ThinPool {
     return ids;
   }
 
+  Result<std::vector<ThinId>> ListHalfMade() override {
+    auto active = ListActive();
+    if (!active.ok()) return active.status();
+    std::vector<ThinId> half_made;
+    for (ThinId id : *active) {
+      const std::string name = ThinName(id);
+      auto info = dm::GetInfo(name);
+      if (!info.ok()) return info.status();
+      if (!info->exists) continue;  // removed meanwhile
+      auto node = dm::BlockDevNum(dm::MapperPath(name));
+      if (!info->live_table || info->suspended || !node.ok() || !(*node == info->dev)) {
+        half_made.push_back(id);
+      }
+    }
+    return half_made;
+  }
+
   Result<uint64_t> MappedBytes(ThinId id) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
     auto st = ThinStatusOf(ThinName(id));

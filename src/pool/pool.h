@@ -101,6 +101,9 @@ class ThinPool {
   virtual Status Withdraw(ThinId id) = 0;
   // Ids of this pool's thin devices that are currently active.
   virtual Result<std::vector<ThinId>> ListActive() = 0;
+  // The active ids whose activation a kill cut short: no live table,
+  // suspended, or without their /dev/mapper node. Activate completes them.
+  virtual Result<std::vector<ThinId>> ListHalfMade() = 0;
   // Bytes mapped by an active thin device (mapped sectors x 512).
   virtual Result<uint64_t> MappedBytes(ThinId id) = 0;
 

@@ -109,6 +109,9 @@ Status Reconciler::FixActivation(bool repair, ReconcileReport* report) {
   auto active_ids = pool_.ListActive();
   if (!active_ids.ok()) return active_ids.status().Annotate("list active devices");
   const std::set<ThinId> active(active_ids->begin(), active_ids->end());
+  auto half_made_ids = pool_.ListHalfMade();
+  if (!half_made_ids.ok()) return half_made_ids.status().Annotate("check active devices");
+  const std::set<ThinId> half_made(half_made_ids->begin(), half_made_ids->end());
 
   std::set<ThinId> wanted;
   for (Kind kind : {Kind::kActive, Kind::kView}) {
@@ -116,11 +119,10 @@ Status Reconciler::FixActivation(bool repair, ReconcileReport* report) {
     if (!records.ok()) return records.status();
     for (const SnapshotRecord& r : *records) {
       wanted.insert(r.thin_id);
-      if (!active.count(r.thin_id)) report->reactivated.push_back(r.thin_id);
+      if (active.count(r.thin_id) && !half_made.count(r.thin_id)) continue;
+      report->reactivated.push_back(r.thin_id);
       if (!repair) continue;
-      // Also for a device that is there: a crash in the middle of its
-      // activation can have left it without a live table or without a node,
-      // and Activate completes it.
+      // A half-made device (a kill during its activation) is completed.
       Access access = kind == Kind::kView ? Access::kReadOnly : Access::kReadWrite;
       Status st = pool_.Activate(r.thin_id, r.size_bytes, access);
       if (!st.ok()) report->problems.push_back("activate " + r.info.name + ": " + st.ToString());

@@ -188,6 +188,8 @@ class FakePool final : public ThinPool {
   }
 
   Result<std::vector<ThinId>> ListActive() override { return s_->ActiveIds(); }
+  // The fake's activations are atomic: nothing is ever half-made.
+  Result<std::vector<ThinId>> ListHalfMade() override { return std::vector<ThinId>{}; }
   Result<uint64_t> MappedBytes(ThinId id) override {
     std::lock_guard lock(s_->mu);
     if (!s_->active.count(id)) return Status::FromErrno(ENXIO, "status of inactive device");

@@ -471,9 +471,11 @@ TEST_F(DmPoolVmTest, ActivateCompletesAnActivationACrashCutShort) {
 
   CreateBareDevice(ThinName(4));
   EXPECT_EQ(*pool_->ListActive(), std::vector<ThinId>{4});
+  EXPECT_EQ(*pool_->ListHalfMade(), std::vector<ThinId>{4});
   EXPECT_FALSE(dm::GetInfo(ThinName(4))->live_table);
   Status st = pool_->Activate(4, kThinSize, Access::kReadWrite);
   ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_TRUE(pool_->ListHalfMade()->empty());
   EXPECT_TRUE(dm::GetInfo(ThinName(4))->live_table);
   EXPECT_TRUE(IsBlockNode(pool_->DevicePath(4)));
   WriteAt(pool_->DevicePath(4), 0, 1 * kMiB, 'c');
@@ -482,13 +484,16 @@ TEST_F(DmPoolVmTest, ActivateCompletesAnActivationACrashCutShort) {
   // Resumed, but the node was never made.
   ASSERT_TRUE(pool_->Activate(5, kThinSize, Access::kReadWrite).ok());
   ASSERT_EQ(unlink(pool_->DevicePath(5).c_str()), 0);
+  EXPECT_EQ(*pool_->ListHalfMade(), std::vector<ThinId>{5});
   st = pool_->Activate(5, kThinSize, Access::kReadWrite);
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_EQ(*dm::BlockDevNum(pool_->DevicePath(5)), dm::GetInfo(ThinName(5))->dev);
 
   // Left suspended.
   ASSERT_TRUE(dm::Suspend(ThinName(5)).ok());
+  EXPECT_EQ(*pool_->ListHalfMade(), std::vector<ThinId>{5});
   ASSERT_TRUE(pool_->Activate(5, kThinSize, Access::kReadWrite).ok());
+  EXPECT_TRUE(pool_->ListHalfMade()->empty());
   EXPECT_FALSE(dm::GetInfo(ThinName(5))->suspended);
   EXPECT_TRUE(ReadsAs(pool_->DevicePath(5), 0, 4096, 0));
 }
