@@ -9,10 +9,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -371,6 +374,46 @@ TEST_F(RpcServiceTest, ListStreamsInBatchesOfAtMostOneHundred) {
   EXPECT_EQ(sizes, (std::vector<size_t>{100, 100, 50}));
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, expected);
+}
+
+// List reuses one message for every batch: nothing of a snapshot in one batch
+// may show up on another in the next.
+TEST_F(RpcServiceTest, ListBatchesCarryOnlyEachSnapshotsOwnFields) {
+  MakeLayer("layer");
+  for (int i = 0; i < 250; ++i) {
+    char key[32];
+    std::snprintf(key, sizeof(key), "default/%03d", i);
+    std::map<std::string, std::string> labels;
+    if (i % 2 == 0) labels = {{"even", std::to_string(i)}};
+    ASSERT_TRUE(Prepare(key, i % 3 == 0 ? "layer" : "", nullptr, labels).ok()) << key;
+  }
+  grpc::ClientContext context;
+  auto reader = stub_->List(&context, v1::ListSnapshotsRequest());
+  v1::ListSnapshotsResponse response;
+  int seen = 0;
+  while (reader->Read(&response)) {
+    for (const v1::Info& info : response.info()) {
+      ++seen;
+      if (info.name() == "layer") {
+        EXPECT_EQ(info.kind(), v1::COMMITTED);
+        EXPECT_EQ(info.parent(), "");
+        EXPECT_TRUE(info.labels().empty());
+        continue;
+      }
+      const int i = std::atoi(info.name().c_str() + std::strlen("default/"));
+      EXPECT_EQ(info.kind(), v1::ACTIVE) << info.name();
+      EXPECT_EQ(info.parent(), i % 3 == 0 ? "layer" : "") << info.name();
+      if (i % 2 == 0) {
+        ASSERT_EQ(info.labels().size(), 1u) << info.name();
+        EXPECT_EQ(info.labels().at("even"), std::to_string(i));
+      } else {
+        EXPECT_TRUE(info.labels().empty()) << info.name();
+      }
+      EXPECT_GT(info.created_at().seconds(), 0) << info.name();
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(seen, 251);
 }
 
 TEST_F(RpcServiceTest, ListEmptyAndFiltered) {

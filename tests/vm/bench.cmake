@@ -42,3 +42,8 @@ thinsnap_add_vm_test(NAME bench_proxy_max_size
 thinsnap_add_vm_test(NAME bench_scale
                      COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/run-in-vm.sh ${CMAKE_BINARY_DIR} scale
                      TIMEOUT 3600 LABELS bench long)
+# List at 10,000 through the same client on the host, over the fake pool (issue 17): the server's
+# and the client's share of bench_scale's List figure in about a minute, without the VM.
+add_test(NAME bench_list_host COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/list-on-host.sh
+                                      ${CMAKE_BINARY_DIR})
+set_tests_properties(bench_list_host PROPERTIES LABELS bench TIMEOUT 600)
