@@ -19,6 +19,14 @@
 namespace thinsnap {
 namespace {
 
+namespace v1 = containerd::services::snapshots::v1;
+
+// A client of the Snapshots service on unix socket `socket`.
+std::unique_ptr<v1::Snapshots::Stub> Dial(const std::string& socket) {
+  return v1::Snapshots::NewStub(
+      grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+}
+
 class Fixture {
  public:
   Fixture() {
@@ -125,9 +133,7 @@ void BM_GrpcPrepare(benchmark::State& state) {
     if (!(with_metrics ? metered.status() : plain.status()).ok()) {
       state.SkipWithError("stack failed to start");
     } else {
-      namespace v1 = containerd::services::snapshots::v1;
-      auto stub = v1::Snapshots::NewStub(
-          grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+      auto stub = Dial(socket);
       int64_t i = 0;
       for (auto _ : state) {
         v1::PrepareSnapshotRequest prepare;
@@ -204,9 +210,7 @@ void BM_GrpcList(benchmark::State& state) {
     if (!built.ok()) {
       state.SkipWithError(built.ToString().c_str());
     } else {
-      namespace v1 = containerd::services::snapshots::v1;
-      auto stub = v1::Snapshots::NewStub(
-          grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials()));
+      auto stub = Dial(socket);
       int64_t messages = 0;
       for (auto _ : state) {
         grpc::ClientContext context;
