@@ -221,14 +221,8 @@ Result<SnapshotRecord> Store::GetById(int64_t id) {
 Status Store::ForEach(const std::function<Status(const SnapshotRecord&)>& fn) {
   constexpr int kPage = 512;
   int64_t after = 0;
-  // One buffer, reserved once, for every page: a fresh vector per page grew
-  // by reallocation and was freed whole, so the allocator grew and trimmed
-  // the heap each time; the page faults and TLB shootdowns that cost were
-  // over a quarter of a 10,000-snapshot walk's profile (issue 17).
-  std::vector<SnapshotRecord> page;
-  page.reserve(kPage);
   for (;;) {
-    page.clear();
+    std::vector<SnapshotRecord> page;
     {
       std::lock_guard lock(mu_);
       auto st = db_.Prepare(std::string(kSelectSnapshot) +
@@ -245,7 +239,7 @@ Status Store::ForEach(const std::function<Status(const SnapshotRecord&)>& fn) {
       if (page.empty()) return Status::Ok();
       auto ls = db_.Prepare(
           "SELECT snapshot_id, name, value FROM labels WHERE snapshot_id BETWEEN ? AND ?"
-          " ORDER BY snapshot_id, name");
+          " ORDER BY snapshot_id");
       if (!ls.ok()) return ls.status();
       ls->Bind(1, page.front().id).Bind(2, page.back().id);
       auto it = page.begin();
@@ -255,10 +249,7 @@ Status Store::ForEach(const std::function<Status(const SnapshotRecord&)>& fn) {
         if (!*row) break;
         const int64_t sid = ls->Int(0);
         while (it != page.end() && it->id < sid) ++it;
-        // Rows come in key order, so each label goes at the end of its map.
-        if (it != page.end() && it->id == sid) {
-          it->info.labels.emplace_hint(it->info.labels.end(), ls->Text(1), ls->Text(2));
-        }
+        if (it != page.end() && it->id == sid) it->info.labels[ls->Text(1)] = ls->Text(2);
       }
     }
     after = page.back().id;

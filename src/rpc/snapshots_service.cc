@@ -253,37 +253,34 @@ grpc::Status SnapshotsService::List(grpc::ServerContext* context,
       }
       filters.push_back(filter);
     }
-    // Sent while the walk goes on, as containerd's own snapshot service does:
-    // the walk holds no database lock while it calls us (Store::ForEach), the
-    // client decodes one message while we read the next rows, and memory stays
-    // at one message, whose Info objects Clear() keeps for reuse. Collecting
-    // everything first grew the heap by megabytes and gave it back to the
-    // kernel on every List; with the copies, that took the server more than
-    // twice the CPU time at 10,000 snapshots (issue 17).
+    // Collect first, then send: the Snapshotter's walk must not wait on a
+    // slow client's flow control.
+    std::vector<Info> infos;
+    Status walked = snapshotter_->Walk(filters, [&infos](const Info& info) {
+      infos.push_back(info);
+      return Status::Ok();
+    });
+    if (!walked.ok()) return ToGrpcStatus(walked);
+
     v1::ListSnapshotsResponse batch;
     size_t batch_bytes = 0;
-    bool client_gone = false;
     auto flush = [&]() {
-      if (context->IsCancelled() || !writer->Write(batch)) {
-        client_gone = true;
-        return false;
-      }
+      if (batch.info_size() == 0) return true;
+      if (context->IsCancelled() || !writer->Write(batch)) return false;
       batch.Clear();
       batch_bytes = 0;
       return true;
     };
-    Status walked = snapshotter_->Walk(filters, [&](const Info& info) {
+    for (const Info& info : infos) {
       v1::Info* out = batch.add_info();
       ToProto(info, out);
       batch_bytes += out->ByteSizeLong();
-      if ((batch.info_size() >= kListBatchSize || batch_bytes >= kListBatchBytes) && !flush()) {
-        return Status::Unavailable("client went away");
+      if (batch.info_size() >= kListBatchSize || batch_bytes >= kListBatchBytes) {
+        if (!flush()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
       }
-      return Status::Ok();
-    });
-    if (walked.ok() && batch.info_size() > 0) flush();
-    if (client_gone) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
-    return ToGrpcStatus(walked);
+    }
+    if (!flush()) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    return grpc::Status::OK;
   });
 }
 
