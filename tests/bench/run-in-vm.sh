@@ -3,7 +3,7 @@
 # through containerd's snapshots/proxy client (tests/bench/proxybench).
 # Needs root and device-mapper, i.e. the test VM:
 #
-#   tests/vm/run -- tests/bench/run-in-vm.sh BUILD_DIR [thinsnap|devmapper|both|metrics|scale] [-- PROXYBENCH_ARGS...]
+#   tests/vm/run -- tests/bench/run-in-vm.sh BUILD_DIR [thinsnap|devmapper|both|metrics|layers|scale] [-- PROXYBENCH_ARGS...]
 #
 # thinsnap (default): a loop pool made with `thinsnapctl pool create --loop`;
 # first the kernel's floor on it (dm_floor_bench: the same operations with
@@ -16,6 +16,12 @@
 # pools, one without metrics and one serving /metrics (scraped every second
 # meanwhile, as a busy Prometheus would), and single Prepares interleaved
 # between them (proxybench -ab-socket); their p50s are printed side by side.
+# layers: containerd's snapshots/testsuite 128LayersMount scenario (proxybench's layers.go), on
+# thinsnapd and then on containerd's devmapper snapshotter, each on a pool of its own, both
+# through the proxy client; prints "thinsnap X s, devmapper Y s, ratio R (target <= 0.1)". The
+# devmapper base image is as large as thinsnapd's base device (10 GiB), so both format, mount
+# and trim the same filesystem size. With THINSNAP_BENCH_BASELINE_DAEMON=<thinsnapd binary>,
+# that build runs the scenario first, on its own pool, labelled "baseline": before/after in one run.
 # scale: 10,000 snapshots in one pool (issue 12; proxybench's scale.go):
 # Prepare p50 empty and full (one after the other, and interleaved with a
 # second thinsnapd on an empty pool), then thinsnapd stopped and started twice, timed
@@ -34,7 +40,7 @@ fail() {
   exit 1
 }
 
-[ $# -ge 1 ] || fail "usage: $0 BUILD_DIR [thinsnap|devmapper|both|metrics|discard|max-size|scale] [-- PROXYBENCH_ARGS...]"
+[ $# -ge 1 ] || fail "usage: $0 BUILD_DIR [thinsnap|devmapper|both|metrics|discard|max-size|layers|scale] [-- PROXYBENCH_ARGS...]"
 build=$(readlink -f "$1")
 shift
 mode=thinsnap
@@ -44,7 +50,7 @@ if [ $# -gt 0 ] && [ "$1" != "--" ]; then
 fi
 [ $# -gt 0 ] && [ "$1" = "--" ] && shift
 bench_args=("$@")
-case "$mode" in thinsnap | devmapper | both | metrics | discard | max-size | scale) ;; *) fail "unknown mode $mode" ;; esac
+case "$mode" in thinsnap | devmapper | both | metrics | discard | max-size | layers | scale) ;; *) fail "unknown mode $mode" ;; esac
 [ "$(id -u)" -eq 0 ] || fail "must run as root with device-mapper (tests/vm/run -- $0 ...)"
 
 ctl=$build/tools/thinsnapctl
@@ -193,6 +199,43 @@ run_devmapper() {
   pool_destroy "$work/dm-pool" --force
 }
 
+run_layers() {
+  local ts=bench-layers-ts-$$ dm=bench-layers-dm-$$ rc pid
+  local -a args=(-layers 128 -layers-work "$work/layers")
+  if [ -n "${THINSNAP_BENCH_BASELINE_DAEMON:-}" ]; then
+    [ -x "$THINSNAP_BENCH_BASELINE_DAEMON" ] || fail "$THINSNAP_BENCH_BASELINE_DAEMON is not executable"
+    pool_create "$work/baseline-pool" "bench-layers-base-$$"
+    thinsnapd=$THINSNAP_BENCH_BASELINE_DAEMON daemon_start baseline "bench-layers-base-$$"
+    extra_pids+=("$started_pid")
+    args+=(-socket "$work/baseline.sock" -ab-socket "$work/thinsnapd.sock" -ab-labels "baseline,thinsnap")
+  else
+    args+=(-socket "$work/thinsnapd.sock")
+  fi
+  pool_create "$work/ts-pool" "$ts"
+  daemon_start thinsnapd "$ts"
+  daemon_pid=$started_pid
+  pool_create "$work/dm-pool" "$dm"
+  "$bench" "${args[@]}" -devmapper-pool "$dm" -devmapper-root "$work/dm-root" \
+    -devmapper-base-size 10GB "${bench_args[@]}" || fail "proxybench -layers"
+  for pid in "$daemon_pid" "${extra_pids[@]}"; do
+    rc=0
+    kill -TERM "$pid"
+    wait "$pid" || rc=$?
+    [ "$rc" -eq 0 ] || fail "thinsnapd $pid exited with $rc"
+  done
+  daemon_pid=
+  extra_pids=()
+  if grep -q '\[warning\]\|\[error\]' "$work"/*.log; then
+    echo "--- thinsnapd warnings ---"
+    grep '\[warning\]\|\[error\]' "$work"/*.log | head -n 20
+  fi
+  # Nothing may be left active once thinsnapd has exited cleanly.
+  pool_destroy "$work/ts-pool"
+  [ -z "${THINSNAP_BENCH_BASELINE_DAEMON:-}" ] || pool_destroy "$work/baseline-pool"
+  # containerd's devmapper may leave devices behind (deferred removal); not ours to judge.
+  pool_destroy "$work/dm-pool" --force
+}
+
 # thin_id_count POOL_DIR POOL: how many thin ids the pool holds (thin_ls on a metadata
 # snapshot, as the reconciler lists them), timed.
 thin_id_count() {
@@ -294,6 +337,7 @@ case "$mode" in
     run_devmapper
     ;;
   metrics) run_metrics ;;
+  layers) run_layers ;;
   scale) run_scale ;;
   discard)
     # Remove with the reclaim (discard before delete, in the background) and without it.

@@ -9,7 +9,7 @@ add_custom_command(
   COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_BINARY_DIR}/go/path ${CMAKE_BINARY_DIR}/go/cache
   COMMAND ${CMAKE_COMMAND} -E env ${THINSNAP_GO_ENV} ${GO_EXECUTABLE} build -o ${proxybench_bin} .
   WORKING_DIRECTORY ${proxybench_dir}
-  DEPENDS ${proxybench_dir}/main.go ${proxybench_dir}/scale.go
+  DEPENDS ${proxybench_dir}/main.go ${proxybench_dir}/scale.go ${proxybench_dir}/layers.go
   COMMENT "Building proxybench (go build)"
   VERBATIM)
 add_custom_target(proxybench_bin ALL DEPENDS ${proxybench_bin})
@@ -47,3 +47,10 @@ thinsnap_add_vm_test(NAME bench_scale
 add_test(NAME bench_list_host COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/list-on-host.sh
                                       ${CMAKE_BINARY_DIR})
 set_tests_properties(bench_list_host PROPERTIES LABELS bench TIMEOUT 600)
+# containerd's snapshots/testsuite 128LayersMount scenario on thinsnapd and on containerd's
+# devmapper snapshotter in one VM run, both through the proxy client (issue 17 item 1): prints
+# "thinsnap X s, devmapper Y s, ratio R (target <= 0.1)". 4 GiB of memory: devmapper formats its
+# 10 GiB base image in full, into a pool file on the guest's tmpfs.
+thinsnap_add_vm_test(NAME bench_layers
+                     COMMAND ${CMAKE_SOURCE_DIR}/tests/bench/run-in-vm.sh ${CMAKE_BINARY_DIR} layers
+                     TIMEOUT 1800 MEM 4096 LABELS bench containerd long)

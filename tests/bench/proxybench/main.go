@@ -19,6 +19,9 @@
 //	                                                 # interleaved: p50 of each, side by side
 //	proxybench -socket S -floor F                    # also the targets against the kernel
 //	                                                 # floor in F (dm_floor_bench --out)
+//	proxybench -layers 128 -socket S -devmapper-pool P -devmapper-root D
+//	                                                 # containerd's 128LayersMount on both,
+//	                                                 # side by side (layers.go)
 package main
 
 import (
@@ -391,6 +394,10 @@ func compareAB(ctx context.Context) {
 func main() {
 	flag.Parse()
 	ctx := namespaces.WithNamespace(context.Background(), "proxybench")
+	if *layers > 0 {
+		layersMain(ctx)
+		return
+	}
 	socket := *socketPath
 	if *dmPool != "" {
 		sock, stop := serveDevmapper(ctx)
