@@ -199,24 +199,45 @@ run_devmapper() {
   pool_destroy "$work/dm-pool" --force
 }
 
+# layer_trim_figures LABEL ADDRESS: the Commit's trim (the pool's discard_unused) and the Commit
+# RPC as the daemon on ADDRESS measured them, from its /metrics.
+layer_trim_figures() {
+  curl -sf "http://$2/metrics" >"$work/$1-scrape.txt" || fail "GET http://$2/metrics"
+  awk -v label="$1" '
+    $1 ~ /^thinsnap_dm_operation_duration_seconds_(sum|count)\{operation="discard_unused"\}$/ {
+      trim[$1 ~ /_sum/] = $2 }
+    $1 ~ /^thinsnap_grpc_request_duration_seconds_(sum|count)\{method="Commit"\}$/ {
+      commit[$1 ~ /_sum/] = $2 }
+    END {
+      if (!trim[0] || !commit[0]) { print "no discard_unused or Commit figures"; exit 1 }
+      printf "%-9s trim at Commit (discard_unused, from /metrics): %d, mean %.1f ms, total %.1f s;" \
+        " Commit RPC mean %.1f ms, total %.1f s\n", label, trim[0], trim[1] * 1000 / trim[0],
+        trim[1], commit[1] * 1000 / commit[0], commit[1] }' "$work/$1-scrape.txt" ||
+    fail "no trim figures in $work/$1-scrape.txt"
+}
+
 run_layers() {
   local ts=bench-layers-ts-$$ dm=bench-layers-dm-$$ rc pid
   local -a args=(-layers 128 -layers-work "$work/layers")
+  ip link set lo up
   if [ -n "${THINSNAP_BENCH_BASELINE_DAEMON:-}" ]; then
     [ -x "$THINSNAP_BENCH_BASELINE_DAEMON" ] || fail "$THINSNAP_BENCH_BASELINE_DAEMON is not executable"
     pool_create "$work/baseline-pool" "bench-layers-base-$$"
-    thinsnapd=$THINSNAP_BENCH_BASELINE_DAEMON daemon_start baseline "bench-layers-base-$$"
+    thinsnapd=$THINSNAP_BENCH_BASELINE_DAEMON daemon_start baseline "bench-layers-base-$$" \
+      --metrics-address 127.0.0.1:9511
     extra_pids+=("$started_pid")
     args+=(-socket "$work/baseline.sock" -ab-socket "$work/thinsnapd.sock" -ab-labels "baseline,thinsnap")
   else
     args+=(-socket "$work/thinsnapd.sock")
   fi
   pool_create "$work/ts-pool" "$ts"
-  daemon_start thinsnapd "$ts"
+  daemon_start thinsnapd "$ts" --metrics-address 127.0.0.1:9512
   daemon_pid=$started_pid
   pool_create "$work/dm-pool" "$dm"
   "$bench" "${args[@]}" -devmapper-pool "$dm" -devmapper-root "$work/dm-root" \
     -devmapper-base-size 10GB "${bench_args[@]}" || fail "proxybench -layers"
+  [ -z "${THINSNAP_BENCH_BASELINE_DAEMON:-}" ] || layer_trim_figures baseline 127.0.0.1:9511
+  layer_trim_figures thinsnap 127.0.0.1:9512
   for pid in "$daemon_pid" "${extra_pids[@]}"; do
     rc=0
     kill -TERM "$pid"
