@@ -241,6 +241,55 @@ TEST_F(SnapshotterVmTest, UsageCountsOwnBlocks) {
   EXPECT_EQ(snap_->GetUsage("child-c")->size, u->size);
 }
 
+// Commit discards only the unused ranges the layer's device maps (read from a metadata
+// snapshot). That must still give back what the layer wrote and freed, and drop its references to
+// what it deleted from its parent.
+TEST_F(SnapshotterVmTest, CommitGivesBackWhatTheLayerFreed) {
+  {
+    Mounted m(MustPrepare("a"), dir_ / "a");
+    WriteFile(m.dir() / "inherited", std::string(8 << 20, 'p'));
+  }
+  ASSERT_TRUE(snap_->Commit("base", "a", {}).ok());
+  auto pool = OpenDmPool(pool_name_);
+  ASSERT_TRUE(pool.ok()) << pool.status().ToString();
+  auto used_bytes = [&] {
+    auto st = (*pool)->QueryStatus();
+    EXPECT_TRUE(st.ok());
+    return st.ok() ? st->data_used_blocks * st->data_block_bytes : 0;
+  };
+  const uint64_t before = used_bytes();
+  {
+    Mounted m(MustPrepare("child", "base"), dir_ / "child");
+    WriteFile(m.dir() / "kept", "kept");
+    WriteFile(m.dir() / "scratch", std::string(32 << 20, 's'));
+    ::sync();
+    fs::remove(m.dir() / "scratch");
+    fs::remove(m.dir() / "inherited");
+  }
+  EXPECT_GE(used_bytes(), before + (32 << 20));
+  ASSERT_TRUE(snap_->Commit("child-c", "child", {}).ok());
+  // The scratch file's 32 MiB went back to the pool; what is left is the layer's own metadata.
+  EXPECT_LT(used_bytes(), before + (4 << 20));
+  // Mapped bytes of each committed layer, through a view of it (the same mappings).
+  auto mapped_bytes = [&](const std::string& view, const std::string& parent) -> uint64_t {
+    auto m = snap_->View(view, parent, {});
+    EXPECT_TRUE(m.ok()) << m.status().ToString();
+    if (!m.ok()) return 0;
+    const std::string& source = (*m)[0].source;
+    const ThinId id = static_cast<ThinId>(std::stoul(source.substr(source.rfind('-') + 1)));
+    auto bytes = (*pool)->MappedBytes(id);
+    EXPECT_TRUE(bytes.ok()) << bytes.status().ToString();
+    return bytes.ok() ? *bytes : 0;
+  };
+  const uint64_t parent_mapped = mapped_bytes("base-view", "base");
+  const uint64_t child_mapped = mapped_bytes("child-view", "child-c");
+  EXPECT_LT(child_mapped + (6 << 20), parent_mapped)
+      << "the child still maps the parent's file it deleted";
+  Mounted v(MustPrepare("check", "child-c"), dir_ / "check");
+  EXPECT_EQ(ReadFile(v.dir() / "kept"), "kept");
+  EXPECT_FALSE(fs::exists(v.dir() / "inherited"));
+}
+
 TEST_F(SnapshotterVmTest, ChainOf128Layers) {
   std::string parent;
   for (int i = 0; i < 128; ++i) {

@@ -199,6 +199,8 @@ run_point create.after_activate          prepare 1 0 1 0
 run_point create.after_intent            view    1 0 0 0
 run_point create.after_snap              view    1 0 0 0
 run_point create.after_activate          view    1 0 1 0
+# Killed while the trim holds a metadata snapshot: the next reserve (the reconciler's) drops it.
+run_point commit.after_metadata_snap     commit  0 0 0 0
 run_point commit.before_deactivate       commit  0 0 0 0
 run_point commit.after_deactivate        commit  0 0 0 1
 run_point remove.after_intent            rm      0 1 1 0
