@@ -59,7 +59,24 @@ CREATE TABLE thin_id_cursor (
   next_thin_id INTEGER NOT NULL
 );
 )sql",
+    // Grown origins (snapshot/grown_origins.h): a thin snapshot of an origin
+    // (a committed snapshot's device or the base device) whose filesystem was
+    // grown once to size_bytes, which sized Prepares and Views snapshot
+    // instead of growing each one.
+    R"sql(
+CREATE TABLE grown_origins (
+  thin_id        INTEGER PRIMARY KEY CHECK (thin_id BETWEEN 0 AND 16777215),
+  origin_thin_id INTEGER NOT NULL,
+  size_bytes     INTEGER NOT NULL,
+  UNIQUE (origin_thin_id, size_bytes)
+);
+)sql",
 };
+
+// Every thin id the metadata accounts for.
+constexpr const char* kThinIdsInUse =
+    "SELECT thin_id FROM snapshots UNION SELECT thin_id FROM intents"
+    " UNION SELECT thin_id FROM base_device UNION SELECT thin_id FROM grown_origins";
 
 constexpr const char* kSelectSnapshot =
     "SELECT s.id, s.key, COALESCE(p.key, ''), s.kind, s.thin_id, s.size_bytes, s.mapped_bytes,"
@@ -313,14 +330,17 @@ Result<PendingCreate> Store::BeginCreate(const NewSnapshot& s) {
                                .Bind(3, pending.snapshot_id)
                                .Exec());
   pending.intent_id = db_.LastInsertId();
+  THINSNAP_RETURN_IF_ERROR(AdvanceCursorLocked(s.thin_id));
+  THINSNAP_RETURN_IF_ERROR(txn.Commit());
+  return pending;
+}
+
+Status Store::AdvanceCursorLocked(ThinId allocated) {
   auto cursor = db_.Prepare(
       "INSERT INTO thin_id_cursor (singleton, next_thin_id) VALUES (1, ?)"
       " ON CONFLICT (singleton) DO UPDATE SET next_thin_id = excluded.next_thin_id");
   if (!cursor.ok()) return cursor.status();
-  THINSNAP_RETURN_IF_ERROR(
-      cursor->Bind(1, (static_cast<int64_t>(s.thin_id) + 1) % (int64_t{kMaxThinId} + 1)).Exec());
-  THINSNAP_RETURN_IF_ERROR(txn.Commit());
-  return pending;
+  return cursor->Bind(1, (static_cast<int64_t>(allocated) + 1) % (int64_t{kMaxThinId} + 1)).Exec();
 }
 
 Status Store::FinishCreate(const PendingCreate& pending) {
@@ -414,6 +434,17 @@ Result<Intent> Store::BeginRemove(std::string_view key) {
   ins->Bind(1, static_cast<int64_t>(IntentOp::kDelete)).Bind(2, static_cast<int64_t>(rec->thin_id));
   THINSNAP_RETURN_IF_ERROR(ins->Bind(3, int64_t{intent.may_own_blocks}).Exec());
   intent.id = db_.LastInsertId();
+  // Its grown origins go with it: nothing can snapshot them any more.
+  auto retire = db_.Prepare(
+      "INSERT INTO intents (op, thin_id)"
+      " SELECT ?, thin_id FROM grown_origins WHERE origin_thin_id = ? ORDER BY thin_id");
+  if (!retire.ok()) return retire.status();
+  THINSNAP_RETURN_IF_ERROR(retire->Bind(1, static_cast<int64_t>(IntentOp::kDelete))
+                               .Bind(2, static_cast<int64_t>(rec->thin_id))
+                               .Exec());
+  auto forget = db_.Prepare("DELETE FROM grown_origins WHERE origin_thin_id = ?");
+  if (!forget.ok()) return forget.status();
+  THINSNAP_RETURN_IF_ERROR(forget->Bind(1, static_cast<int64_t>(rec->thin_id)).Exec());
   THINSNAP_RETURN_IF_ERROR(txn.Commit());
   return intent;
 }
@@ -498,9 +529,7 @@ Result<std::vector<SnapshotRecord>> Store::ListByKind(Kind kind) {
 
 Result<std::vector<ThinId>> Store::ThinIdsInUse() {
   std::lock_guard lock(mu_);
-  auto st = db_.Prepare(
-      "SELECT thin_id FROM snapshots UNION SELECT thin_id FROM intents"
-      " UNION SELECT thin_id FROM base_device");
+  auto st = db_.Prepare(kThinIdsInUse);
   if (!st.ok()) return st.status();
   std::vector<ThinId> ids;
   for (;;) {
@@ -513,14 +542,13 @@ Result<std::vector<ThinId>> Store::ThinIdsInUse() {
 
 Result<StoreCounts> Store::Counts() {
   std::lock_guard lock(mu_);
-  auto st = db_.Prepare(
-      "SELECT"
-      " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
-      " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
-      " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
-      " (SELECT COUNT(*) FROM (SELECT thin_id FROM snapshots UNION SELECT thin_id FROM intents"
-      "  UNION SELECT thin_id FROM base_device)),"
-      " (SELECT COUNT(*) FROM intents WHERE op = ?)");
+  auto st =
+      db_.Prepare(std::string("SELECT"
+                              " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
+                              " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
+                              " (SELECT COUNT(*) FROM snapshots WHERE ready = 1 AND kind = ?),"
+                              " (SELECT COUNT(*) FROM (") +
+                  kThinIdsInUse + ")), (SELECT COUNT(*) FROM intents WHERE op = ?)");
   if (!st.ok()) return st.status();
   st->Bind(1, static_cast<int64_t>(Kind::kActive))
       .Bind(2, static_cast<int64_t>(Kind::kView))
@@ -543,14 +571,19 @@ Result<std::optional<BaseDevice>> Store::GetBase() {
       BaseDevice{static_cast<ThinId>(st->Int(0)), static_cast<uint64_t>(st->Int(1)), st->Text(2)});
 }
 
-Result<Intent> Store::BeginCreateBase(ThinId thin_id) {
+Result<Intent> Store::BeginCreateDevice(ThinId thin_id) {
   std::lock_guard lock(mu_);
+  Txn txn(db_);
+  THINSNAP_RETURN_IF_ERROR(txn.begin_status());
   auto ins = db_.Prepare("INSERT INTO intents (op, thin_id) VALUES (?, ?)");
   if (!ins.ok()) return ins.status();
   THINSNAP_RETURN_IF_ERROR(ins->Bind(1, static_cast<int64_t>(IntentOp::kCreate))
                                .Bind(2, static_cast<int64_t>(thin_id))
                                .Exec());
-  return MakeIntent(db_.LastInsertId(), IntentOp::kCreate, thin_id);
+  const Intent intent = MakeIntent(db_.LastInsertId(), IntentOp::kCreate, thin_id);
+  THINSNAP_RETURN_IF_ERROR(AdvanceCursorLocked(thin_id));
+  THINSNAP_RETURN_IF_ERROR(txn.Commit());
+  return intent;
 }
 
 Status Store::FinishCreateBase(const Intent& intent, const BaseDevice& base) {
@@ -568,6 +601,58 @@ Status Store::FinishCreateBase(const Intent& intent, const BaseDevice& base) {
   if (!del.ok()) return del.status();
   THINSNAP_RETURN_IF_ERROR(del->Bind(1, intent.id).Exec());
   return txn.Commit();
+}
+
+Status Store::FinishGrownOrigin(const Intent& intent, const GrownOrigin& grown) {
+  std::lock_guard lock(mu_);
+  Txn txn(db_);
+  THINSNAP_RETURN_IF_ERROR(txn.begin_status());
+  auto ins = db_.Prepare(
+      "INSERT INTO grown_origins (thin_id, origin_thin_id, size_bytes) VALUES (?, ?, ?)");
+  if (!ins.ok()) return ins.status();
+  THINSNAP_RETURN_IF_ERROR(ins->Bind(1, static_cast<int64_t>(grown.thin_id))
+                               .Bind(2, static_cast<int64_t>(grown.origin_thin_id))
+                               .Bind(3, static_cast<int64_t>(grown.size_bytes))
+                               .Exec());
+  auto del = db_.Prepare("DELETE FROM intents WHERE id = ?");
+  if (!del.ok()) return del.status();
+  THINSNAP_RETURN_IF_ERROR(del->Bind(1, intent.id).Exec());
+  return txn.Commit();
+}
+
+Result<std::vector<GrownOrigin>> Store::ListGrownOrigins() {
+  std::lock_guard lock(mu_);
+  auto st =
+      db_.Prepare("SELECT thin_id, origin_thin_id, size_bytes FROM grown_origins ORDER BY thin_id");
+  if (!st.ok()) return st.status();
+  std::vector<GrownOrigin> out;
+  for (;;) {
+    auto row = st->Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return out;
+    out.push_back({static_cast<ThinId>(st->Int(0)), static_cast<ThinId>(st->Int(1)),
+                   static_cast<uint64_t>(st->Int(2))});
+  }
+}
+
+Result<Intent> Store::RetireGrownOrigin(ThinId thin_id) {
+  std::lock_guard lock(mu_);
+  Txn txn(db_);
+  THINSNAP_RETURN_IF_ERROR(txn.begin_status());
+  auto del = db_.Prepare("DELETE FROM grown_origins WHERE thin_id = ?");
+  if (!del.ok()) return del.status();
+  THINSNAP_RETURN_IF_ERROR(del->Bind(1, static_cast<int64_t>(thin_id)).Exec());
+  if (db_.Changes() == 0) {
+    return Status::NotFound("thin id " + std::to_string(thin_id) + " is not a grown origin");
+  }
+  auto ins = db_.Prepare("INSERT INTO intents (op, thin_id) VALUES (?, ?)");
+  if (!ins.ok()) return ins.status();
+  THINSNAP_RETURN_IF_ERROR(ins->Bind(1, static_cast<int64_t>(IntentOp::kDelete))
+                               .Bind(2, static_cast<int64_t>(thin_id))
+                               .Exec());
+  const Intent intent = MakeIntent(db_.LastInsertId(), IntentOp::kDelete, thin_id);
+  THINSNAP_RETURN_IF_ERROR(txn.Commit());
+  return intent;
 }
 
 }  // namespace thinsnap

@@ -68,6 +68,14 @@ struct BaseDevice {
   std::string fs_type;
 };
 
+// A device holding an origin's filesystem grown to a larger size
+// (snapshot/grown_origins.h).
+struct GrownOrigin {
+  ThinId thin_id = 0;
+  ThinId origin_thin_id = 0;  // a committed snapshot's device, or the base device
+  uint64_t size_bytes = 0;
+};
+
 struct NewSnapshot {
   std::string key;
   std::string parent;  // empty for a root snapshot
@@ -133,7 +141,8 @@ class Store {
   Status Commit(std::string_view key, std::string_view name, const Labels& labels,
                 const CommitUsage& usage, int64_t now_ns);
 
-  // Deletes `key` and records a delete intent for its thin id, atomically.
+  // Deletes `key` and records a delete intent for its thin id, atomically,
+  // with one for each of its grown origins, which it drops.
   // NotFound if missing; FailedPrecondition if it has children.
   Result<Intent> BeginRemove(std::string_view key);
 
@@ -153,24 +162,34 @@ class Store {
   Result<std::vector<SnapshotRecord>> ListByKind(Kind kind);
 
   // Where thin id allocation continues after a restart: one past the id of
-  // the last snapshot whose creation began (0 if none ever did).
+  // the last device (snapshot or other) whose creation began (0 if none ever
+  // did).
   Result<ThinId> ThinIdCursor();
 
-  // Every thin id the metadata accounts for: snapshots (any state), intents
-  // and the base device.
+  // Every thin id the metadata accounts for: snapshots (any state), intents,
+  // the base device and grown origins.
   Result<std::vector<ThinId>> ThinIdsInUse();
 
   // Counts for monitoring, read in one short transaction; no rows are copied.
   Result<StoreCounts> Counts();
 
-  // --- The pool's base device. ---
+  // --- Devices of no snapshot: the pool's base device, grown origins. ---
+  // Records a create intent for `thin_id` (and moves the id cursor past it);
+  // the reconciler deletes the id if the matching Finish never ran.
+  Result<Intent> BeginCreateDevice(ThinId thin_id);
   Result<std::optional<BaseDevice>> GetBase();
-  Result<Intent> BeginCreateBase(ThinId thin_id);
   Status FinishCreateBase(const Intent& intent, const BaseDevice& base);
+  // Records `grown` and drops its create intent, atomically.
+  Status FinishGrownOrigin(const Intent& intent, const GrownOrigin& grown);
+  Result<std::vector<GrownOrigin>> ListGrownOrigins();
+  // Drops a grown origin and records a delete intent for its thin id,
+  // atomically. NotFound if it is not (or no longer) recorded.
+  Result<Intent> RetireGrownOrigin(ThinId thin_id);
 
  private:
   explicit Store(Db db) : db_(std::move(db)) {}
   Status Migrate();
+  Status AdvanceCursorLocked(ThinId allocated);
   Result<SnapshotRecord> GetByKeyLocked(std::string_view key, bool visible_only);
   Result<SnapshotRecord> ReadOneLocked(Stmt& st);
   Status LoadLabels(int64_t id, Labels* labels);

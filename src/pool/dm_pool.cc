@@ -416,22 +416,28 @@ class DmPool final : public ThinPool {
     // Discarding an unmapped range changes nothing, so this discards exactly
     // what discarding every range would. The device is held exclusively and
     // unmounted, so no write changes its mappings meanwhile.
-    Result<std::vector<ByteRange>> mapped = std::vector<ByteRange>{};
-    Status read = WithMetadataSnap([&](const std::string& meta) {
-      THINSNAP_FAILPOINT("commit.after_metadata_snap");
-      mapped = ReadThinMappings(meta, MetadataSource::kHeldSnapshot, id, block_bytes_);
-      return mapped.status();
-    });
+    // The pool has one metadata snapshot, which the reclaimer may hold for a
+    // whole batch: a Commit does not wait for it, but discards every range.
     std::vector<dm::ByteRange> spans;
-    if (read.ok()) {
-      for (const ByteRange& r : IntersectRanges(*ranges, *mapped))
-        spans.push_back({r.offset, r.length});
-    } else {
+    std::unique_lock<std::mutex> snap_lock(meta_snap_mu_, std::try_to_lock);
+    if (snap_lock.owns_lock()) {
+      Result<std::vector<ByteRange>> mapped = std::vector<ByteRange>{};
+      Status read = WithMetadataSnapLocked([&](const std::string& meta) {
+        THINSNAP_FAILPOINT("commit.after_metadata_snap");
+        mapped = ReadThinMappings(meta, MetadataSource::kHeldSnapshot, id, block_bytes_);
+        return mapped.status();
+      });
+      snap_lock.unlock();
+      if (read.ok()) {
+        for (const ByteRange& r : IntersectRanges(*ranges, *mapped))
+          spans.push_back({r.offset, r.length});
+        return device->Discard(spans);
+      }
       // Slower, but the space still comes back.
       spdlog::warn("{}: mappings unread ({}); discarding every unused range", ThinName(id),
                    read.ToString());
-      for (const ByteRange& r : *ranges) spans.push_back({r.offset, r.length});
     }
+    for (const ByteRange& r : *ranges) spans.push_back({r.offset, r.length});
     return device->Discard(spans);
   }
 
@@ -509,6 +515,10 @@ class DmPool final : public ThinPool {
   Status WithMetadataSnap(const std::function<Status(const std::string& meta)>& read) {
     // The pool holds at most one metadata snapshot; these calls take turns.
     std::lock_guard<std::mutex> snap_lock(meta_snap_mu_);
+    return WithMetadataSnapLocked(read);
+  }
+  // The same, with meta_snap_mu_ held by the caller.
+  Status WithMetadataSnapLocked(const std::function<Status(const std::string& meta)>& read) {
     auto table = PoolTable();
     if (!table.ok()) return table.status();
     DevNode node;

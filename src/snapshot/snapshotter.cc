@@ -7,6 +7,7 @@
 
 #include "base/failpoint.h"
 #include "metadata/filter.h"
+#include "snapshot/grown_origins.h"
 #include "snapshot/reclaimer.h"
 #include "snapshot/reconciler.h"
 #include "snapshot/size_label.h"
@@ -40,6 +41,7 @@ struct Snapshotter::Impl {
         reclaimer(
             *store, *pool, ReclaimOptionsOf(o), [this](ThinId id) { ids.Release(id); },
             o.on_reclaim_pass),
+        grown(*store, *pool, *fs, ids, o.grown_origin_capacity, [this] { reclaimer.Wake(); }),
         autoextender(*pool, o.autoextend) {}
 
   static ReclaimOptions ReclaimOptionsOf(const SnapshotterOptions& o) {
@@ -72,7 +74,6 @@ struct Snapshotter::Impl {
   Status EnsureBase();
   Result<std::vector<Mount>> Create(Kind kind, const std::string& key, const std::string& parent,
                                     const Labels& labels);
-  Status GrowDevice(ThinId id, uint64_t from_bytes, uint64_t to_bytes, Access access);
   std::vector<Mount> MountsFor(const SnapshotRecord& r) const;
   Result<CommitUsage> MeasureUsage(const SnapshotRecord& r);
 
@@ -87,6 +88,7 @@ struct Snapshotter::Impl {
   std::mutex update_mu;  // serialises label read-modify-write
   // Declared after everything they use, so they stop before those go.
   Reclaimer reclaimer;
+  GrownOrigins grown;
   PoolAutoextender autoextender;
 
   std::mutex life_mu;
@@ -132,7 +134,7 @@ Status Snapshotter::Impl::EnsureBase() {
   }
   auto id = ids.Allocate();
   if (!id.ok()) return id.status();
-  auto intent = store->BeginCreateBase(*id);
+  auto intent = store->BeginCreateDevice(*id);
   if (!intent.ok()) return intent.status();
   BaseDevice fresh{*id, opts.base_size_bytes, fs->type()};
   spdlog::info("creating base device (thin id {}, {} bytes, {})", *id, fresh.size_bytes,
@@ -200,10 +202,12 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   const Access access = kind == Kind::kView ? Access::kReadOnly : Access::kReadWrite;
   // Each step runs only if all before it succeeded; failpoints sit between
   // them so crash tests can stop the process at every instant.
+  // A larger size is a snapshot of the origin grown to it once (grown_origins.h).
+  auto snap = [&](ThinId from) { return pool->CreateSnap(*id, from); };
   Status st = failpoint::Hit("create.after_intent");
-  if (st.ok()) st = pool->CreateSnap(*id, origin);
+  if (st.ok())
+    st = grow ? grown.WithGrown(origin, origin_size, pending->size_bytes, snap) : snap(origin);
   if (st.ok()) st = failpoint::Hit("create.after_snap");
-  if (st.ok() && grow) st = GrowDevice(*id, origin_size, pending->size_bytes, access);
   if (st.ok()) st = pool->Activate(*id, pending->size_bytes, access);
   if (st.ok()) st = failpoint::Hit("create.after_activate");
   if (st.ok()) st = store->FinishCreate(*pending);
@@ -232,18 +236,6 @@ Result<std::vector<Mount>> Snapshotter::Impl::Create(Kind kind, const std::strin
   r.thin_id = *id;
   r.info.kind = kind;
   return MountsFor(r);
-}
-
-// Gives a new snapshot's device and filesystem their max-size label's size,
-// leaving the device active read-write (a view is then re-activated
-// read-only). A crash at any point is undone with the create's intent.
-Status Snapshotter::Impl::GrowDevice(ThinId id, uint64_t from_bytes, uint64_t to_bytes,
-                                     Access access) {
-  THINSNAP_RETURN_IF_ERROR(pool->Activate(id, to_bytes, Access::kReadWrite));
-  THINSNAP_RETURN_IF_ERROR(fs->Grow(pool->DevicePath(id), from_bytes));
-  THINSNAP_FAILPOINT("create.after_grow");
-  if (access == Access::kReadOnly) THINSNAP_RETURN_IF_ERROR(pool->Deactivate(id));
-  return Status::Ok();
 }
 
 // Reads an active device's usage: the bytes it maps beyond what its parent
@@ -303,6 +295,7 @@ Result<std::unique_ptr<Snapshotter>> Snapshotter::Open(std::unique_ptr<Store> st
   if (!cursor.ok()) return cursor.status();
   impl->ids.SetCursor(*cursor);
   THINSNAP_RETURN_IF_ERROR(impl->EnsureBase());
+  THINSNAP_RETURN_IF_ERROR(impl->grown.Load());
   impl->reclaimer.Start();
   impl->autoextender.Start();
   return std::unique_ptr<Snapshotter>(new Snapshotter(std::move(impl)));
@@ -394,6 +387,7 @@ Status Snapshotter::Remove(const std::string& key) {
   ThinIdLocks::Hold hold(impl_->id_locks, r->thin_id);
   auto intent = impl_->store->BeginRemove(key);
   if (!intent.ok()) return intent.status();
+  impl_->grown.ForgetOrigin(r->thin_id);  // retired with it
   THINSNAP_FAILPOINT("remove.after_intent");
   // The snapshot is gone from the metadata; the reclaimer takes its device
   // out of the pool in the background, and a busy or failing device never

@@ -49,6 +49,8 @@ struct SnapshotterOptions {
   bool discard_unused_blocks = true;
   // Largest size a snapshot may have (its containerd.io/snapshot/max-size).
   uint64_t max_snapshot_size_bytes = 1ull << 40;
+  // Origins grown to a max-size kept for reuse (grown_origins.h).
+  size_t grown_origin_capacity = 16;
   // Growing a loop pool before it fills (off unless a threshold is set).
   AutoextendOptions autoextend;
   // Told of every reclaim pass's outcome (metrics); may be empty.

@@ -138,8 +138,9 @@ run_thinsnap() {
   rm -rf "$work/thinsnapd-root"  # a fresh thinsnapd for the fresh pool
   daemon_start thinsnapd "$name" "$@"
   daemon_pid=$started_pid
-  "$bench" -label "$label" -socket "$work/thinsnapd.sock" "${targets[@]}" "${bench_args[@]}" ||
-    fail "proxybench against thinsnapd"
+  # Its figures are also kept in $work/bench.out, for comparisons across runs.
+  "$bench" -label "$label" -socket "$work/thinsnapd.sock" "${targets[@]}" "${bench_args[@]}" |
+    tee -a "$work/bench.out" || fail "proxybench against thinsnapd"
   local pid=$daemon_pid rc=0
   daemon_pid=
   kill -TERM "$pid"
@@ -372,6 +373,13 @@ case "$mode" in
     run_thinsnap no-label
     bench_args+=(-max-size $((20 << 30)))
     run_thinsnap max-size-20GiB
+    # Issue 17's target: a sized Prepare's p50 at most twice a plain one's, same run.
+    awk '$2 == "cycle" { what = $3 }
+      $2 == "step" && $1 == "no-label" { plain[what] = $5 }
+      $2 == "step" && $1 == "max-size-20GiB" { sized[what] = $5 }
+      END { for (w in plain) printf "max-size Prepare p50 %s: %.1f ms vs plain %.1f ms = %.2fx (target <= 2x: %s)\n",
+        w, sized[w], plain[w], sized[w] / plain[w], sized[w] <= 2 * plain[w] ? "met" : "MISSED" }' \
+      "$work/bench.out"
     ;;
 esac
 log "bench: done"

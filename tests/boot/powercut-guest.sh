@@ -190,7 +190,8 @@ verify() {
   local pool_ids db_ids
   pool_ids=$(pool_thin_ids)
   db_ids=$(sqlite3 -readonly /var/lib/thinsnap/metadata.db \
-    'SELECT thin_id FROM snapshots UNION ALL SELECT thin_id FROM base_device' | sort -n)
+    'SELECT thin_id FROM snapshots UNION ALL SELECT thin_id FROM base_device
+     UNION ALL SELECT thin_id FROM grown_origins' | sort -n)
   [ "$pool_ids" = "$db_ids" ] || fail "pool thin ids [$(echo $pool_ids)] != database [$(echo $db_ids)]"
   say "check clean; $(wc -l <<<"$pool_ids") thin ids in the pool = the database's"
 

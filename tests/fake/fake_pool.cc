@@ -239,16 +239,23 @@ class FakePool final : public ThinPool {
 
 class FakeFilesystem final : public Filesystem {
  public:
+  explicit FakeFilesystem(std::shared_ptr<FakeFilesystemControl> control)
+      : control_(control ? std::move(control) : std::make_shared<FakeFilesystemControl>()) {}
   const std::string& type() const override { return type_; }
   Status Format(const std::string&) override { return Status::Ok(); }
   Result<int64_t> InodesUsed(const std::string&) override { return int64_t{11}; }
-  Status Grow(const std::string&, uint64_t) override { return Status::Ok(); }
+  Status Grow(const std::string&, uint64_t) override {
+    if (control_->fail_next_grow.exchange(false)) return Status::FromErrno(EIO, "resize2fs");
+    ++control_->grows;
+    return Status::Ok();
+  }
   Result<std::vector<ByteRange>> UnusedRanges(const std::string&, uint64_t align,
                                               int64_t) override {
     return std::vector<ByteRange>{{align, 4 * align}};
   }
 
  private:
+  std::shared_ptr<FakeFilesystemControl> control_;
   std::string type_ = "ext4";
 };
 
@@ -262,6 +269,8 @@ std::unique_ptr<ThinPool> MakeFakePool(std::shared_ptr<FakePoolControl> state) {
 
 std::unique_ptr<ThinPool> MakeFakePool() { return MakeFakePool(MakeFakePoolState()); }
 
-std::unique_ptr<Filesystem> MakeFakeFilesystem() { return std::make_unique<FakeFilesystem>(); }
+std::unique_ptr<Filesystem> MakeFakeFilesystem(std::shared_ptr<FakeFilesystemControl> control) {
+  return std::make_unique<FakeFilesystem>(std::move(control));
+}
 
 }  // namespace thinsnap::testing

@@ -4,6 +4,7 @@
 // data. Never shipped as a backend.
 #pragma once
 
+#include <atomic>
 #include <memory>
 
 #include "fs/filesystem.h"
@@ -38,6 +39,12 @@ struct FakePoolControl {
 std::shared_ptr<FakePoolControl> MakeFakePoolState();
 std::unique_ptr<ThinPool> MakeFakePool(std::shared_ptr<FakePoolControl> state);
 std::unique_ptr<ThinPool> MakeFakePool();
-std::unique_ptr<Filesystem> MakeFakeFilesystem();
+// Knobs of the fake filesystem.
+struct FakeFilesystemControl {
+  std::atomic<int> grows{0};                // Grow calls that succeeded
+  std::atomic<bool> fail_next_grow{false};  // the next Grow fails with EIO
+};
+std::unique_ptr<Filesystem> MakeFakeFilesystem(
+    std::shared_ptr<FakeFilesystemControl> control = nullptr);
 
 }  // namespace thinsnap::testing

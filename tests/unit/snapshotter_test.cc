@@ -40,7 +40,7 @@ class SnapshotterTest : public ::testing::Test {
     auto store = Store::Open((dir_ / "metadata.db").string());
     if (!store.ok()) return store.status();
     return Snapshotter::Open(std::move(store).value(), testing::MakeFakePool(pool_),
-                             testing::MakeFakeFilesystem(), opts);
+                             testing::MakeFakeFilesystem(fs_), opts);
   }
 
   void MustPrepare(const std::string& key, const std::string& parent = "") {
@@ -66,6 +66,8 @@ class SnapshotterTest : public ::testing::Test {
 
   std::filesystem::path dir_;
   std::shared_ptr<FakePoolControl> pool_;
+  std::shared_ptr<testing::FakeFilesystemControl> fs_ =
+      std::make_shared<testing::FakeFilesystemControl>();
   std::unique_ptr<Snapshotter> snap_;
 };
 
@@ -130,8 +132,9 @@ TEST_F(SnapshotterTest, KeysAreUniqueAcrossKinds) {
   EXPECT_EQ(snap_->Commit("v", "p", {}).code(), Code::kAlreadyExists);
   EXPECT_EQ(pool_->ThinIds(), ids);
   EXPECT_EQ(snap_->Stat("p")->kind, Kind::kActive);
-  EXPECT_NE(std::find(pool_->ActiveIds().begin(), pool_->ActiveIds().end(), 4u),
-            pool_->ActiveIds().end());
+  // p (thin id 3: after the base, a and v) is still active.
+  const auto active = pool_->ActiveIds();
+  EXPECT_NE(std::find(active.begin(), active.end(), 3u), active.end());
 }
 
 TEST_F(SnapshotterTest, CommitDeactivatesAndRecordsUsage) {
@@ -249,6 +252,98 @@ TEST_F(SnapshotterTest, MaxSizeLabelGrowsTheSnapshotAndItsChildren) {
   EXPECT_EQ(RecordedSize(dir_, "odd"), base + 4096);
   MustPrepare("plain");
   EXPECT_EQ(RecordedSize(dir_, "plain"), base);
+}
+
+// Sized Prepares and Views of one origin share one grow (grown_origins.h).
+TEST_F(SnapshotterTest, SizedSnapshotsOfOneOriginAndSizeShareOneGrow) {
+  const uint64_t base = SnapshotterOptions{}.base_size_bytes;
+  const Labels twice = {{"containerd.io/snapshot/max-size", std::to_string(2 * base)}};
+  MustPrepare("a");
+  MustCommit("layer", "a");
+  for (const std::string key : {"p1", "p2", "p3"}) {
+    ASSERT_TRUE(snap_->Prepare(key, "layer", twice).ok()) << key;
+    EXPECT_EQ(RecordedSize(dir_, key), 2 * base);
+  }
+  ASSERT_TRUE(snap_->View("v", "layer", twice).ok());
+  EXPECT_EQ(fs_->grows, 1);
+  // base, layer, the grown origin and four snapshots.
+  EXPECT_EQ(pool_->ThinIds().size(), 7u);
+  // Another size, another origin (the base) each grow once more.
+  const Labels thrice = {{"containerd.io/snapshot/max-size", std::to_string(3 * base)}};
+  ASSERT_TRUE(snap_->Prepare("p4", "layer", thrice).ok());
+  ASSERT_TRUE(snap_->Prepare("r1", "", twice).ok());
+  ASSERT_TRUE(snap_->Prepare("r2", "", twice).ok());
+  EXPECT_EQ(fs_->grows, 3);
+  // Kept across a restart.
+  Reopen();
+  ASSERT_TRUE(snap_->Prepare("p5", "layer", twice).ok());
+  EXPECT_EQ(fs_->grows, 3);
+  EXPECT_EQ(RecordedSize(dir_, "p5"), 2 * base);
+}
+
+TEST_F(SnapshotterTest, GrownOriginsGoWithTheirOrigin) {
+  const uint64_t base = SnapshotterOptions{}.base_size_bytes;
+  const Labels twice = {{"containerd.io/snapshot/max-size", std::to_string(2 * base)}};
+  MustPrepare("a");
+  MustCommit("layer", "a");
+  ASSERT_TRUE(snap_->Prepare("p", "layer", twice).ok());
+  MustCommit("p-c", "p");
+  ASSERT_TRUE(snap_->Prepare("q", "p-c", {}).ok());  // as large as its parent: no grow
+  EXPECT_EQ(fs_->grows, 1);
+  for (const std::string key : {"q", "p-c", "layer"}) ASSERT_TRUE(snap_->Remove(key).ok()) << key;
+  ASSERT_TRUE(snap_->Cleanup().ok());
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
+  Reopen();  // and the metadata agrees
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
+}
+
+TEST_F(SnapshotterTest, GrownOriginsBeyondCapacityAreRetiredLeastRecentlyUsedFirst) {
+  SnapshotterOptions opts;
+  opts.grown_origin_capacity = 2;
+  Reopen(opts);
+  const uint64_t base = opts.base_size_bytes;
+  auto sized = [&](uint64_t times) {
+    return Labels{{"containerd.io/snapshot/max-size", std::to_string(times * base)}};
+  };
+  ASSERT_TRUE(snap_->Prepare("x2", "", sized(2)).ok());
+  ASSERT_TRUE(snap_->Prepare("x3", "", sized(3)).ok());
+  ASSERT_TRUE(snap_->Prepare("y2", "", sized(2)).ok());  // 2x is now the most recently used
+  ASSERT_TRUE(snap_->Prepare("x4", "", sized(4)).ok());  // retires 3x
+  ASSERT_TRUE(snap_->Cleanup().ok());
+  EXPECT_EQ(fs_->grows, 3);
+  // base, two grown origins, four snapshots: the snapshot of the retired one keeps its device.
+  EXPECT_EQ(pool_->ThinIds().size(), 7u);
+  ASSERT_TRUE(snap_->Prepare("y3", "", sized(3)).ok());
+  ASSERT_TRUE(snap_->Prepare("y4", "", sized(4)).ok());
+  EXPECT_EQ(fs_->grows, 4);  // 3x again; 4x was kept
+}
+
+TEST_F(SnapshotterTest, AFailedGrowChangesNothing) {
+  const uint64_t base = SnapshotterOptions{}.base_size_bytes;
+  const Labels twice = {{"containerd.io/snapshot/max-size", std::to_string(2 * base)}};
+  fs_->fail_next_grow = true;
+  EXPECT_EQ(snap_->Prepare("p", "", twice).status().code(), Code::kInternal);
+  EXPECT_TRUE(Keys().empty());
+  EXPECT_EQ(pool_->ThinIds(), std::vector<ThinId>{0});
+  EXPECT_TRUE(pool_->ActiveIds().empty());
+  ASSERT_TRUE(snap_->Prepare("p", "", twice).ok());  // tried again
+  EXPECT_EQ(fs_->grows, 1);
+}
+
+// Prepares racing for one (origin, size) wait for one grow.
+TEST_F(SnapshotterTest, ConcurrentSizedPreparesGrowOnce) {
+  const uint64_t base = SnapshotterOptions{}.base_size_bytes;
+  const Labels twice = {{"containerd.io/snapshot/max-size", std::to_string(2 * base)}};
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      if (snap_->Prepare("p" + std::to_string(i), "", twice).ok()) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok, 8);
+  EXPECT_EQ(fs_->grows, 1);
 }
 
 TEST_F(SnapshotterTest, BadMaxSizeLabelsAreRefusedAndChangeNothing) {

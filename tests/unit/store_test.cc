@@ -170,7 +170,7 @@ TEST(StoreTest, ForEachPagesWithLabels) {
 TEST(StoreTest, BaseDeviceIsRecordedWithItsIntent) {
   auto s = OpenMemory();
   EXPECT_FALSE(s->GetBase()->has_value());
-  auto intent = s->BeginCreateBase(0);
+  auto intent = s->BeginCreateDevice(0);
   ASSERT_TRUE(intent.ok());
   EXPECT_EQ(s->ListIntents()->size(), 1u);
   ASSERT_TRUE(s->FinishCreateBase(*intent, {0, 1 << 30, "ext4"}).ok());
@@ -178,6 +178,39 @@ TEST(StoreTest, BaseDeviceIsRecordedWithItsIntent) {
   auto base = s->GetBase();
   ASSERT_TRUE(base->has_value());
   EXPECT_EQ((*base)->fs_type, "ext4");
+}
+
+TEST(StoreTest, GrownOriginsAreRecordedRetiredAndGoWithTheirOrigin) {
+  auto s = OpenMemory();
+  MustCreate(*s, Snap("a", "", 1));
+  ASSERT_TRUE(s->Commit("a", "layer", {}, {}, 1).ok());
+  for (ThinId id : {5u, 6u}) {
+    auto intent = s->BeginCreateDevice(id);
+    ASSERT_TRUE(intent.ok());
+    ASSERT_TRUE(s->FinishGrownOrigin(*intent, {id, 1, uint64_t{id} << 30}).ok());
+  }
+  EXPECT_TRUE(s->ListIntents()->empty());
+  EXPECT_EQ(*s->ThinIdCursor(), 7u);
+  ASSERT_EQ(s->ListGrownOrigins()->size(), 2u);
+  auto ids = *s->ThinIdsInUse();
+  EXPECT_NE(std::find(ids.begin(), ids.end(), 6u), ids.end());
+  EXPECT_EQ(s->Counts()->thin_ids_in_use, 3);
+
+  auto retired = s->RetireGrownOrigin(5);
+  ASSERT_TRUE(retired.ok());
+  EXPECT_EQ(retired->op, IntentOp::kDelete);
+  EXPECT_EQ(s->RetireGrownOrigin(5).status().code(), Code::kNotFound);
+  // Removing the origin retires the rest, in the same transaction.
+  ASSERT_TRUE(s->BeginRemove("layer").ok());
+  EXPECT_TRUE(s->ListGrownOrigins()->empty());
+  std::vector<ThinId> deleting;
+  const std::vector<Intent> intents = *s->ListIntents();
+  for (const Intent& i : intents) {
+    EXPECT_EQ(i.op, IntentOp::kDelete);
+    deleting.push_back(i.thin_id);
+  }
+  std::sort(deleting.begin(), deleting.end());
+  EXPECT_EQ(deleting, (std::vector<ThinId>{1, 5, 6}));
 }
 
 TEST(StoreTest, ValidatesSizes) {

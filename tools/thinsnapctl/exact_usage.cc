@@ -58,6 +58,14 @@ int ExactUsage(const std::string& root, const std::string& pool_name,
     auto base = (*store)->GetBase();
     if (!base.ok()) return Report(base.status());
     if (*base) add("(base device)", "base", (*base)->thin_id);
+    // What sized Prepares snapshot (grown_origins.h): the grow's own writes.
+    auto grown = (*store)->ListGrownOrigins();
+    if (!grown.ok()) return Report(grown.status());
+    for (const GrownOrigin& g : *grown) {
+      add("(thin id " + std::to_string(g.origin_thin_id) + " grown to " +
+              std::to_string(g.size_bytes) + " bytes)",
+          "grown", g.thin_id);
+    }
   }
 
   uint64_t total = 0;

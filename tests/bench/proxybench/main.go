@@ -208,7 +208,11 @@ func (b *bench) cycle(parent string) [4]time.Duration {
 // cycles reports, and returns, the median of each step.
 func (b *bench) cycles(what, parent string) [4]time.Duration {
 	for i := 0; i < *warmup; i++ {
-		b.cycle(parent)
+		d := b.cycle(parent)
+		if i == 0 {
+			// With -max-size, the first sized Prepare of a parent also grows it once.
+			fmt.Printf("%-9s   first prepare %-14s %s (warm-up, not in the medians)\n", *label, what, ms(d[0]))
+		}
 	}
 	var total []time.Duration
 	var steps [4][]time.Duration

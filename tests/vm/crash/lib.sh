@@ -208,10 +208,13 @@ verify_state() {
   # (b)
   local pool_ids db_ids
   pool_ids=$(pool_thin_ids)
-  db_ids=$(db 'SELECT thin_id FROM snapshots UNION ALL SELECT thin_id FROM base_device' | sort -n)
+  db_ids=$(db 'SELECT thin_id FROM snapshots UNION ALL SELECT thin_id FROM base_device
+    UNION ALL SELECT thin_id FROM grown_origins' | sort -n)
   [ "$pool_ids" = "$db_ids" ] || fail "$label: pool thin ids [$(echo $pool_ids)] != database [$(echo $db_ids)]"
-  [ "$(wc -l <<<"$db_ids")" = $((${#KIND[@]} + 1)) ] ||
-    fail "$label: $(wc -l <<<"$db_ids") thin ids for ${#KIND[@]} snapshots + base"
+  local grown
+  grown=$(db 'SELECT count(*) FROM grown_origins')
+  [ "$(wc -l <<<"$db_ids")" = $((${#KIND[@]} + 1 + grown)) ] ||
+    fail "$label: $(wc -l <<<"$db_ids") thin ids for ${#KIND[@]} snapshots + base + $grown grown origin(s)"
   [ "$(db 'SELECT (SELECT count(*) FROM intents) || "/" || (SELECT count(*) FROM snapshots WHERE ready = 0)')" = 0/0 ] ||
     fail "$label: intents or unfinished snapshots left: $(db 'SELECT * FROM intents')"
   [ "$(jq -r '.pool_thin_ids[]' <<<"$out" | sort -n)" = "$pool_ids" ] ||

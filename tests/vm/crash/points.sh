@@ -109,15 +109,19 @@ verify_state "seeded"
 say "seeded: ${!KIND[*]}"
 pool_cycle seed
 
-# run_point POINT OP C D S I [REPAIRER]: OP is prepare, view, commit or rm; C D S I what the
-# crashed state must show (check_crashed).
+# max_size_label N: a max-size above the 256 MiB base, another for every run, so that each sized
+# Prepare grows its origin afresh instead of snapshotting one grown by an earlier run.
+max_size_label() { echo "containerd.io/snapshot/max-size=$(((256 + 4 * $1) << 20))"; }
+
+# run_point POINT OP C D S I [REPAIRER]: OP is prepare, prepare-sized (with a max-size label),
+# view, commit or rm; C D S I what the crashed state must show (check_crashed).
 run_point() {
   local fp=$1 op=$2 c=$3 d=$4 s=$5 i=$6 repairer=${7:-daemon} n=$((RUNS += 1)) key
   local label="$fp/$op" expect_repair=yes
   [ "$repairer" = daemon ] || label+=" ($repairer)"
   [ "$c$d$s$i" = 0000 ] && expect_repair=no
   case "$op" in
-    prepare | view) key=k$n ;;
+    prepare | prepare-sized | view) key=k$n ;;
     commit) key=w$n ;;
     rm) key=r$n ;;
   esac
@@ -134,6 +138,11 @@ run_point() {
   case "$op" in
     prepare | view)
       if ctl "$op" "$key" c2 >/dev/null 2>"$WORK/client.err"; then fail "$label: $op succeeded"; fi
+      ;;
+    prepare-sized)
+      if ctl prepare "$key" c2 --label "$(max_size_label "$n")" >/dev/null 2>"$WORK/client.err"; then
+        fail "$label: $op succeeded"
+      fi
       ;;
     commit)
       if ctl commit "n$n" "$key" 2>"$WORK/client.err"; then fail "$label: commit succeeded"; fi
@@ -165,6 +174,17 @@ run_point() {
         KIND[$key]=view SUM[$key]=${SUM[c2]}
       fi
       retried="$op $key"
+      ;;
+    prepare-sized)
+      ctl prepare "$key" c2 --label "$(max_size_label "$n")" >/dev/null ||
+        fail "$label: retried $op failed"
+      KIND[$key]=active
+      write_content "$key" "$key"
+      local bytes want_bytes
+      bytes=$(blockdev --getsize64 "$(device_of "$key")")
+      want_bytes=$(((256 + 4 * n) << 20))
+      [ "$bytes" = "$want_bytes" ] || fail "$label: $key's device has $bytes bytes, want $want_bytes"
+      retried="$op $key ($bytes bytes)"
       ;;
     commit)
       ctl commit "n$n" "$key" || fail "$label: retried commit failed"
@@ -199,6 +219,11 @@ run_point create.after_activate          prepare 1 0 1 0
 run_point create.after_intent            view    1 0 0 0
 run_point create.after_snap              view    1 0 0 0
 run_point create.after_activate          view    1 0 1 0
+# A sized Prepare first grows its origin once (grown_origins.h): the grown device's create
+# intent comes on top of the snapshot's own; after the grow it is still active.
+run_point grow.after_intent              prepare-sized 2 0 0 0
+run_point grow.after_snap                prepare-sized 2 0 0 0
+run_point grow.after_grow                prepare-sized 2 0 1 0
 # Killed while the trim holds a metadata snapshot: the next reserve (the reconciler's) drops it.
 run_point commit.after_metadata_snap     commit  0 0 0 0
 run_point commit.before_deactivate       commit  0 0 0 0
