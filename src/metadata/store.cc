@@ -335,6 +335,20 @@ Result<PendingCreate> Store::BeginCreate(const NewSnapshot& s) {
   return pending;
 }
 
+Result<Intent> Store::InsertIntentLocked(IntentOp op, ThinId thin_id) {
+  auto ins = db_.Prepare("INSERT INTO intents (op, thin_id) VALUES (?, ?)");
+  if (!ins.ok()) return ins.status();
+  THINSNAP_RETURN_IF_ERROR(
+      ins->Bind(1, static_cast<int64_t>(op)).Bind(2, static_cast<int64_t>(thin_id)).Exec());
+  return MakeIntent(db_.LastInsertId(), op, thin_id);
+}
+
+Status Store::DropIntentLocked(int64_t intent_id) {
+  auto del = db_.Prepare("DELETE FROM intents WHERE id = ?");
+  if (!del.ok()) return del.status();
+  return del->Bind(1, intent_id).Exec();
+}
+
 Status Store::AdvanceCursorLocked(ThinId allocated) {
   auto cursor = db_.Prepare(
       "INSERT INTO thin_id_cursor (singleton, next_thin_id) VALUES (1, ?)"
@@ -350,9 +364,7 @@ Status Store::FinishCreate(const PendingCreate& pending) {
   auto up = db_.Prepare("UPDATE snapshots SET ready = 1 WHERE id = ?");
   if (!up.ok()) return up.status();
   THINSNAP_RETURN_IF_ERROR(up->Bind(1, pending.snapshot_id).Exec());
-  auto del = db_.Prepare("DELETE FROM intents WHERE id = ?");
-  if (!del.ok()) return del.status();
-  THINSNAP_RETURN_IF_ERROR(del->Bind(1, pending.intent_id).Exec());
+  THINSNAP_RETURN_IF_ERROR(DropIntentLocked(pending.intent_id));
   return txn.Commit();
 }
 
@@ -489,23 +501,13 @@ Status Store::FinishIntents(const std::vector<int64_t>& intent_ids) {
   std::lock_guard lock(mu_);
   Txn txn(db_);
   THINSNAP_RETURN_IF_ERROR(txn.begin_status());
-  auto del = db_.Prepare("DELETE FROM intents WHERE id = ?");
-  if (!del.ok()) return del.status();
-  for (int64_t id : intent_ids) {
-    THINSNAP_RETURN_IF_ERROR(del->Bind(1, id).Exec());
-    del->Reset();
-  }
+  for (int64_t id : intent_ids) THINSNAP_RETURN_IF_ERROR(DropIntentLocked(id));
   return txn.Commit();
 }
 
 Result<Intent> Store::RecordDelete(ThinId thin_id) {
   std::lock_guard lock(mu_);
-  auto ins = db_.Prepare("INSERT INTO intents (op, thin_id) VALUES (?, ?)");
-  if (!ins.ok()) return ins.status();
-  THINSNAP_RETURN_IF_ERROR(ins->Bind(1, static_cast<int64_t>(IntentOp::kDelete))
-                               .Bind(2, static_cast<int64_t>(thin_id))
-                               .Exec());
-  return MakeIntent(db_.LastInsertId(), IntentOp::kDelete, thin_id);
+  return InsertIntentLocked(IntentOp::kDelete, thin_id);
 }
 
 Result<ThinId> Store::ThinIdCursor() {
@@ -575,12 +577,8 @@ Result<Intent> Store::BeginCreateDevice(ThinId thin_id) {
   std::lock_guard lock(mu_);
   Txn txn(db_);
   THINSNAP_RETURN_IF_ERROR(txn.begin_status());
-  auto ins = db_.Prepare("INSERT INTO intents (op, thin_id) VALUES (?, ?)");
-  if (!ins.ok()) return ins.status();
-  THINSNAP_RETURN_IF_ERROR(ins->Bind(1, static_cast<int64_t>(IntentOp::kCreate))
-                               .Bind(2, static_cast<int64_t>(thin_id))
-                               .Exec());
-  const Intent intent = MakeIntent(db_.LastInsertId(), IntentOp::kCreate, thin_id);
+  auto intent = InsertIntentLocked(IntentOp::kCreate, thin_id);
+  if (!intent.ok()) return intent.status();
   THINSNAP_RETURN_IF_ERROR(AdvanceCursorLocked(thin_id));
   THINSNAP_RETURN_IF_ERROR(txn.Commit());
   return intent;
@@ -597,9 +595,7 @@ Status Store::FinishCreateBase(const Intent& intent, const BaseDevice& base) {
                                .Bind(2, static_cast<int64_t>(base.size_bytes))
                                .Bind(3, base.fs_type)
                                .Exec());
-  auto del = db_.Prepare("DELETE FROM intents WHERE id = ?");
-  if (!del.ok()) return del.status();
-  THINSNAP_RETURN_IF_ERROR(del->Bind(1, intent.id).Exec());
+  THINSNAP_RETURN_IF_ERROR(DropIntentLocked(intent.id));
   return txn.Commit();
 }
 
@@ -614,9 +610,7 @@ Status Store::FinishGrownOrigin(const Intent& intent, const GrownOrigin& grown) 
                                .Bind(2, static_cast<int64_t>(grown.origin_thin_id))
                                .Bind(3, static_cast<int64_t>(grown.size_bytes))
                                .Exec());
-  auto del = db_.Prepare("DELETE FROM intents WHERE id = ?");
-  if (!del.ok()) return del.status();
-  THINSNAP_RETURN_IF_ERROR(del->Bind(1, intent.id).Exec());
+  THINSNAP_RETURN_IF_ERROR(DropIntentLocked(intent.id));
   return txn.Commit();
 }
 
@@ -645,12 +639,8 @@ Result<Intent> Store::RetireGrownOrigin(ThinId thin_id) {
   if (db_.Changes() == 0) {
     return Status::NotFound("thin id " + std::to_string(thin_id) + " is not a grown origin");
   }
-  auto ins = db_.Prepare("INSERT INTO intents (op, thin_id) VALUES (?, ?)");
-  if (!ins.ok()) return ins.status();
-  THINSNAP_RETURN_IF_ERROR(ins->Bind(1, static_cast<int64_t>(IntentOp::kDelete))
-                               .Bind(2, static_cast<int64_t>(thin_id))
-                               .Exec());
-  const Intent intent = MakeIntent(db_.LastInsertId(), IntentOp::kDelete, thin_id);
+  auto intent = InsertIntentLocked(IntentOp::kDelete, thin_id);
+  if (!intent.ok()) return intent.status();
   THINSNAP_RETURN_IF_ERROR(txn.Commit());
   return intent;
 }

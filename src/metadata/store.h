@@ -189,6 +189,9 @@ class Store {
  private:
   explicit Store(Db db) : db_(std::move(db)) {}
   Status Migrate();
+  // The *Locked helpers run inside a caller's transaction, under mu_.
+  Result<Intent> InsertIntentLocked(IntentOp op, ThinId thin_id);
+  Status DropIntentLocked(int64_t intent_id);
   Status AdvanceCursorLocked(ThinId allocated);
   Result<SnapshotRecord> GetByKeyLocked(std::string_view key, bool visible_only);
   Result<SnapshotRecord> ReadOneLocked(Stmt& st);
