@@ -76,13 +76,6 @@ void GrownOrigins::ForgetOrigin(ThinId origin) {
   while (it != entries_.end() && it->first.first == origin) it = entries_.erase(it);
 }
 
-size_t GrownOrigins::size() {
-  std::lock_guard lock(mu_);
-  size_t ready = 0;
-  for (const auto& [key, entry] : entries_) ready += entry->ready ? 1 : 0;
-  return ready;
-}
-
 // A thin snapshot of `origin`, activated at `size_bytes`, its filesystem
 // grown, then deactivated, which flushes it. Each step runs only if all
 // before it succeeded; failpoints sit between them for the crash suites.

@@ -61,9 +61,6 @@ class GrownOrigins {
   // Forgets `origin`'s entries, which the store retired with their origin.
   void ForgetOrigin(ThinId origin);
 
-  // Entries ready for use.
-  size_t size();
-
  private:
   using Key = std::pair<ThinId, uint64_t>;  // origin, size
   struct Entry {
