@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <cerrno>
 
@@ -29,6 +30,11 @@ Status ExclusiveDevice::Discard(const std::vector<ByteRange>& ranges) {
                                           std::to_string(begin) + " of " + path_);
     }
   }
+  return Status::Ok();
+}
+
+Status ExclusiveDevice::Flush() {
+  if (fsync(fd_.get()) != 0) return Status::FromErrno(errno, "flush " + path_);
   return Status::Ok();
 }
 

@@ -35,6 +35,10 @@ class ExclusiveDevice {
   // inward to the logical block size; empty ones are skipped.
   Status Discard(const std::vector<ByteRange>& ranges);
 
+  // Flushes the device's write cache (fsync): on a dm-thin device the pool
+  // commits its metadata, so every mapping made so far is on disk.
+  Status Flush();
+
  private:
   ExclusiveDevice(std::string path, UniqueFd fd) : path_(std::move(path)), fd_(std::move(fd)) {}
   std::string path_;

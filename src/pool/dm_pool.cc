@@ -22,7 +22,6 @@
 #include "dm/device_mapper.h"
 #include "dm/pool_resize.h"
 #include "dm/thin.h"
-#include "pool/thin_dump.h"
 #include "pool/thin_metadata.h"
 
 namespace thinsnap {
@@ -373,28 +372,15 @@ class DmPool final : public ThinPool {
   Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
       const std::vector<ThinId>& ids) override {
     if (ids.empty()) return std::vector<Result<std::vector<ByteRange>>>{};
-    std::vector<std::string> argv = {"thin_dump", "--metadata-snap"};
-    for (ThinId id : ids) {
-      THINSNAP_RETURN_IF_ERROR(CheckId(id));
-      argv.insert(argv.end(), {"--dev-id", std::to_string(id)});
-    }
-    Result<std::string> xml = std::string();
-    THINSNAP_RETURN_IF_ERROR(WithMetadataSnap([&](const std::string& meta) {
-      THINSNAP_FAILPOINT("reclaim.after_metadata_snap");
-      argv.push_back(meta);
-      xml = RunThinTool(argv);
-      return xml.status();
-    }));
-    auto own = ParseThinDumpOwnRanges(*xml, block_bytes_);
-    if (!own.ok()) return own.status().Annotate("thin_dump");
-    std::vector<Result<std::vector<ByteRange>>> out;
-    for (ThinId id : ids) {
-      auto it = own->find(id);
-      Status missing = Status::NotFound("thin id " + std::to_string(id) + " is not in the pool");
-      out.emplace_back(it == own->end() ? Result<std::vector<ByteRange>>(std::move(missing))
-                                        : Result<std::vector<ByteRange>>(std::move(it->second)));
-    }
-    return out;
+    for (ThinId id : ids) THINSNAP_RETURN_IF_ERROR(CheckId(id));
+    using Own = std::vector<Result<std::vector<ByteRange>>>;
+    // The devices are inactive, so their mappings are committed and fixed.
+    return ReadMetadata<Own>(
+        [&](const std::string& meta, MetadataSource source) -> Result<Own> {
+          THINSNAP_FAILPOINT("reclaim.after_metadata_read");
+          return ReadOwnRanges(meta, source, ids, block_bytes_);
+        },
+        /*wait_for_snapshot=*/true);
   }
 
   Status Grow(uint64_t data_bytes, uint64_t meta_bytes) override {
@@ -415,28 +401,27 @@ class DmPool final : public ThinPool {
     // layer's free space never was (or its parent's trim already unmapped it).
     // Discarding an unmapped range changes nothing, so this discards exactly
     // what discarding every range would. The device is held exclusively and
-    // unmounted, so no write changes its mappings meanwhile.
-    // The pool has one metadata snapshot, which the reclaimer may hold for a
-    // whole batch: a Commit does not wait for it, but discards every range.
+    // unmounted, so no write changes its mappings meanwhile; the flush makes
+    // the pool commit the ones it has, so the metadata read sees them.
+    // Whatever the metadata says, only free ranges of the filesystem are
+    // discarded: a wrong answer could only leave space behind.
     std::vector<dm::ByteRange> spans;
-    std::unique_lock<std::mutex> snap_lock(meta_snap_mu_, std::try_to_lock);
-    if (snap_lock.owns_lock()) {
-      Result<std::vector<ByteRange>> mapped = std::vector<ByteRange>{};
-      Status read = WithMetadataSnapLocked([&](const std::string& meta) {
-        THINSNAP_FAILPOINT("commit.after_metadata_snap");
-        mapped = ReadThinMappings(meta, MetadataSource::kHeldSnapshot, id, block_bytes_);
-        return mapped.status();
-      });
-      snap_lock.unlock();
-      if (read.ok()) {
-        for (const ByteRange& r : IntersectRanges(*ranges, *mapped))
-          spans.push_back({r.offset, r.length});
-        return device->Discard(spans);
-      }
-      // Slower, but the space still comes back.
-      spdlog::warn("{}: mappings unread ({}); discarding every unused range", ThinName(id),
-                   read.ToString());
+    Status flushed = device->Flush();
+    using Ranges = std::vector<ByteRange>;
+    auto read = [&](const std::string& meta, MetadataSource source) -> Result<Ranges> {
+      THINSNAP_FAILPOINT("commit.after_metadata_read");
+      return ReadThinMappings(meta, source, id, block_bytes_);
+    };
+    Result<Ranges> mapped = flushed;
+    if (flushed.ok()) mapped = ReadMetadata<Ranges>(read, /*wait_for_snapshot=*/false);
+    if (mapped.ok()) {
+      for (const ByteRange& r : IntersectRanges(*ranges, *mapped))
+        spans.push_back({r.offset, r.length});
+      return device->Discard(spans);
     }
+    // Slower, but the space still comes back.
+    spdlog::warn("{}: mappings unread ({}); discarding every unused range", ThinName(id),
+                 mapped.status().ToString());
     for (const ByteRange& r : *ranges) spans.push_back({r.offset, r.length});
     return device->Discard(spans);
   }
@@ -507,6 +492,34 @@ class DmPool final : public ThinPool {
       if (i == 0 && ranges.size() > 1) THINSNAP_FAILPOINT("reclaim.after_partial_discard");
     }
     return Status::Ok();
+  }
+
+  // Runs `read` on the pool's live metadata (thin_metadata.h: as of its last
+  // commit, no metadata snapshot). If the pool keeps committing under it, it
+  // runs again on a held metadata snapshot: if the pool's one snapshot is
+  // free, or, with `wait_for_snapshot`, once it is (thin_ls may hold it).
+  template <typename T>
+  Result<T> ReadMetadata(
+      const std::function<Result<T>(const std::string& meta, MetadataSource source)>& read,
+      bool wait_for_snapshot) {
+    auto table = PoolTable();
+    if (!table.ok()) return table.status();
+    DevNode node;
+    THINSNAP_RETURN_IF_ERROR(node.Find(table->metadata_dev));
+    Result<T> live = read(node.path(), MetadataSource::kLive);
+    if (live.status().code() != Code::kUnavailable) return live;
+    std::unique_lock<std::mutex> snap_lock(meta_snap_mu_, std::defer_lock);
+    if (wait_for_snapshot) {
+      snap_lock.lock();
+    } else if (!snap_lock.try_lock()) {
+      return live;
+    }
+    Result<T> held = live.status();
+    THINSNAP_RETURN_IF_ERROR(WithMetadataSnapLocked([&](const std::string& meta) {
+      held = read(meta, MetadataSource::kHeldSnapshot);
+      return held.status();
+    }));
+    return held;
   }
 
   // Holds a metadata snapshot of the pool (exact, and safe to read while the

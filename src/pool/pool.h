@@ -114,9 +114,9 @@ class ThinPool {
   virtual bool DiscardsReachData() const = 0;
   // For each id, the byte ranges of the blocks it wrote itself, as opposed
   // to those it inherited from the device it was snapshotted from: the only
-  // blocks a discard of it can give back. Read from one consistent view of
-  // the pool's metadata for the whole batch; each id has its own result (NotFound
-  // if it is gone). The devices must be inactive, so that nothing changes
+  // blocks a discard of it can give back. Each id's are read from one
+  // consistent commit of the pool's metadata; each id has its own result
+  // (NotFound if it is gone). The devices must be inactive, so that nothing changes
   // their mappings meanwhile.
   virtual Result<std::vector<Result<std::vector<ByteRange>>>> OwnRanges(
       const std::vector<ThinId>& ids) = 0;

@@ -225,14 +225,14 @@ run_point grow.after_intent              prepare-sized 2 0 0 0
 run_point grow.after_snap                prepare-sized 2 0 0 0
 run_point grow.after_grow                prepare-sized 2 0 1 0
 # Killed while the trim holds a metadata snapshot: the next reserve (the reconciler's) drops it.
-run_point commit.after_metadata_snap     commit  0 0 0 0
+run_point commit.after_metadata_read     commit  0 0 0 0
 run_point commit.before_deactivate       commit  0 0 0 0
 run_point commit.after_deactivate        commit  0 0 0 1
 run_point remove.after_intent            rm      0 1 1 0
 # The reclaim deactivates first (never an open device), then reads what the device wrote itself
 # from a metadata snapshot, discards that through a private activation, and deletes.
 run_point remove.after_deactivate        rm      0 1 0 0
-run_point reclaim.after_metadata_snap    rm      0 1 0 0
+run_point reclaim.after_metadata_read    rm      0 1 0 0
 run_point reclaim.after_own_ranges          rm      0 1 0 0
 run_point reclaim.after_partial_discard  rm      0 1 0 0
 run_point reclaim.after_discard          rm      0 1 0 0
