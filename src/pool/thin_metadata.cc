@@ -1,6 +1,7 @@
 #include "pool/thin_metadata.h"
 
 #include <endian.h>
+#include <ext2fs/ext2fs.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -9,8 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-
-#include <ext2fs/ext2fs.h>
 
 #include "base/unique_fd.h"
 
@@ -270,9 +269,10 @@ Result<std::vector<ByteRange>> ReadThinMappings(const std::string& metadata_path
   return ConsistentMappings(*reader, source, metadata_path, id, /*own=*/false, block_bytes);
 }
 
-Result<std::vector<Result<std::vector<ByteRange>>>> ReadOwnRanges(
-    const std::string& metadata_path, MetadataSource source, const std::vector<ThinId>& ids,
-    uint64_t block_bytes) {
+Result<std::vector<Result<std::vector<ByteRange>>>> ReadOwnRanges(const std::string& metadata_path,
+                                                                  MetadataSource source,
+                                                                  const std::vector<ThinId>& ids,
+                                                                  uint64_t block_bytes) {
   if (block_bytes == 0) return Status::InvalidArgument("block size must be positive");
   auto reader = MetadataReader::Open(metadata_path, source);
   if (!reader.ok()) return reader.status();

@@ -66,9 +66,10 @@ Result<std::vector<ByteRange>> ReadThinMappings(const std::string& metadata_path
 // (stamped at or after its creation time), touching ranges merged; NotFound
 // for an id not in the metadata. A device made with create_thin owns all it
 // maps. The outer errors are ReadThinMappings's; kLive retries per id.
-Result<std::vector<Result<std::vector<ByteRange>>>> ReadOwnRanges(
-    const std::string& metadata_path, MetadataSource source, const std::vector<ThinId>& ids,
-    uint64_t block_bytes);
+Result<std::vector<Result<std::vector<ByteRange>>>> ReadOwnRanges(const std::string& metadata_path,
+                                                                  MetadataSource source,
+                                                                  const std::vector<ThinId>& ids,
+                                                                  uint64_t block_bytes);
 
 // The parts of `ranges` that lie within `within`; both sorted by offset and
 // free of overlaps, as is the result.

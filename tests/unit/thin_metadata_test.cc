@@ -1,5 +1,6 @@
 #include "pool/thin_metadata.h"
 
+#include <ext2fs/ext2fs.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -9,8 +10,6 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
-
-#include <ext2fs/ext2fs.h>
 
 #include "base/subprocess.h"
 

@@ -144,6 +144,8 @@ class DmPoolVmTest : public ::testing::Test {
 
   std::string ThinName(ThinId id) const { return pool_name_ + "-thin-" + std::to_string(id); }
 
+  void MakeWrittenSnapshot();
+
   std::string pool_name_, data_file_, meta_file_, data_loop_, meta_loop_;
   bool pool_created_ = false;
   std::unique_ptr<ThinPool> pool_;
@@ -396,17 +398,23 @@ uint64_t AllocatedBytes(const std::string& path) {
   return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_blocks) * 512 : 0;
 }
 
-// A snapshot's own blocks are what it wrote over its origin; discarding just
-// those gives them back to the data file, and the origin keeps its data.
-TEST_F(DmPoolVmTest, OwnRangesAreWhatASnapshotWroteAndDiscardingThemShrinksTheDataFile) {
+// Thin device 1 holds 8 MiB; 2, its snapshot, left active, wrote 1 MiB over
+// the origin's blocks (at 4 MiB) and 1 MiB where the origin has none (at 32 MiB).
+void DmPoolVmTest::MakeWrittenSnapshot() {
   ASSERT_TRUE(pool_->CreateThin(1).ok());
   ASSERT_TRUE(pool_->Activate(1, kThinSize, Access::kReadWrite).ok());
   WriteAt(pool_->DevicePath(1), 0, 8 * kMiB, 'o');
   ASSERT_TRUE(pool_->Deactivate(1).ok());
   ASSERT_TRUE(pool_->CreateSnap(2, 1).ok());
   ASSERT_TRUE(pool_->Activate(2, kThinSize, Access::kReadWrite).ok());
-  WriteAt(pool_->DevicePath(2), 4 * kMiB, kMiB, 'n');   // over the origin's blocks
-  WriteAt(pool_->DevicePath(2), 32 * kMiB, kMiB, 'n');  // where the origin has none
+  WriteAt(pool_->DevicePath(2), 4 * kMiB, kMiB, 'n');
+  WriteAt(pool_->DevicePath(2), 32 * kMiB, kMiB, 'n');
+}
+
+// A snapshot's own blocks are what it wrote over its origin; discarding just
+// those gives them back to the data file, and the origin keeps its data.
+TEST_F(DmPoolVmTest, OwnRangesAreWhatASnapshotWroteAndDiscardingThemShrinksTheDataFile) {
+  ASSERT_NO_FATAL_FAILURE(MakeWrittenSnapshot());
   // Withdrawn: out of clients' reach, kept privately for the discard.
   ASSERT_TRUE(pool_->Withdraw(2).ok());
   EXPECT_FALSE(IsBlockNode(pool_->DevicePath(2)));
@@ -441,14 +449,7 @@ TEST_F(DmPoolVmTest, OwnRangesAreWhatASnapshotWroteAndDiscardingThemShrinksTheDa
 // while the pool commits again and again (snapshots made and deleted, a device
 // written and flushed), every read is still exactly right.
 TEST_F(DmPoolVmTest, OwnRangesStayExactWhileThePoolCommits) {
-  ASSERT_TRUE(pool_->CreateThin(1).ok());
-  ASSERT_TRUE(pool_->Activate(1, kThinSize, Access::kReadWrite).ok());
-  WriteAt(pool_->DevicePath(1), 0, 8 * kMiB, 'o');
-  ASSERT_TRUE(pool_->Deactivate(1).ok());
-  ASSERT_TRUE(pool_->CreateSnap(2, 1).ok());
-  ASSERT_TRUE(pool_->Activate(2, kThinSize, Access::kReadWrite).ok());
-  WriteAt(pool_->DevicePath(2), 4 * kMiB, kMiB, 'n');
-  WriteAt(pool_->DevicePath(2), 32 * kMiB, kMiB, 'n');
+  ASSERT_NO_FATAL_FAILURE(MakeWrittenSnapshot());
   ASSERT_TRUE(pool_->Deactivate(2).ok());
   ASSERT_TRUE(pool_->CreateThin(3).ok());
   ASSERT_TRUE(pool_->Activate(3, kThinSize, Access::kReadWrite).ok());
