@@ -16,8 +16,8 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
 
 // Runs fn(0) .. fn(n - 1) on up to `width` threads. The per-device steps of
 // a reclaim mostly wait on the kernel (a device removal waits out RCU grace
-// periods, a discard waits on the pool's worker), so a few at once overlap
-// those waits; more would only queue in the pool's single worker.
+// periods, a discard waits on the pool's worker), so several at once overlap
+// those waits, and the pool's worker takes the queued discards together.
 void ForEachParallel(size_t n, size_t width, const std::function<void(size_t)>& fn) {
   std::atomic<size_t> next{0};
   auto work = [&] {
