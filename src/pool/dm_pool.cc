@@ -508,6 +508,8 @@ class DmPool final : public ThinPool {
     THINSNAP_RETURN_IF_ERROR(node.Find(table->metadata_dev));
     Result<T> live = read(node.path(), MetadataSource::kLive);
     if (live.status().code() != Code::kUnavailable) return live;
+    spdlog::info("pool {}: {}; reading a metadata snapshot instead", name_,
+                 live.status().ToString());
     std::unique_lock<std::mutex> snap_lock(meta_snap_mu_, std::defer_lock);
     if (wait_for_snapshot) {
       snap_lock.lock();
