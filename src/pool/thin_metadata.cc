@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <unordered_set>
 
 #include "base/unique_fd.h"
 
@@ -86,10 +87,14 @@ class MetadataReader {
         O_RDONLY | O_CLOEXEC | (source == MetadataSource::kOfflineFile ? 0 : O_DIRECT);
     UniqueFd fd(open(path.c_str(), flags));
     if (!fd.valid()) return Status::FromErrno(errno, "open " + path);
+    // A file's or a block device's size alike.
+    const off_t end = lseek(fd.get(), 0, SEEK_END);
+    if (end < 0) return Status::FromErrno(errno, "size of " + path);
     void* buf = nullptr;
     // O_DIRECT wants an aligned buffer; one block-sized buffer serves every read.
     if (posix_memalign(&buf, kMetaBlock, kMetaBlock) != 0) return Status::Internal("out of memory");
-    return MetadataReader(path, source, std::move(fd), static_cast<uint8_t*>(buf));
+    return MetadataReader(path, source, std::move(fd), static_cast<uint8_t*>(buf),
+                          static_cast<uint64_t>(end) / kMetaBlock);
   }
 
   // The superblock to walk from: block 0, or the copy a held snapshot names.
@@ -120,14 +125,35 @@ class MetadataReader {
   // Appends the virtual blocks mapped in the device tree `root` whose time
   // is at least `min_time`, in order, as byte ranges.
   Status CollectMappings(uint64_t root, uint64_t min_time, uint64_t block_bytes,
-                         std::vector<ByteRange>& out, int depth = 0) {
+                         std::vector<ByteRange>& out) {
+    std::unordered_set<uint64_t> visited;
+    return Collect(root, min_time, block_bytes, out, visited, 0);
+  }
+
+ private:
+  MetadataReader(std::string path, MetadataSource source, UniqueFd fd, uint8_t* buf,
+                 uint64_t nr_blocks)
+      : path_(std::move(path)),
+        source_(source),
+        fd_(std::move(fd)),
+        buf_(buf),
+        nr_blocks_(nr_blocks) {}
+
+  // CollectMappings below `root`. A btree reaches each node once: a node
+  // reached again is a cycle or shared garbage, whose walk could otherwise
+  // take as many reads as there are paths through it.
+  Status Collect(uint64_t root, uint64_t min_time, uint64_t block_bytes,
+                 std::vector<ByteRange>& out, std::unordered_set<uint64_t>& visited, int depth) {
     if (depth > kMaxDepth) return TooDeep();
+    if (!visited.insert(root).second) {
+      return Status::Internal(path_ + ": btree node " + std::to_string(root) + " reached twice");
+    }
     auto node = ReadNode(root, kBlockValueBytes);
     if (!node.ok()) return node.status();
     for (size_t i = 0; i < node->keys.size(); ++i) {
       const uint64_t value = Le64(node->Value(i));
       if (!node->leaf) {
-        THINSNAP_RETURN_IF_ERROR(CollectMappings(value, min_time, block_bytes, out, depth + 1));
+        THINSNAP_RETURN_IF_ERROR(Collect(value, min_time, block_bytes, out, visited, depth + 1));
         continue;
       }
       if ((value & kTimeMask) < min_time) continue;
@@ -145,12 +171,11 @@ class MetadataReader {
     return Status::Ok();
   }
 
- private:
-  MetadataReader(std::string path, MetadataSource source, UniqueFd fd, uint8_t* buf)
-      : path_(std::move(path)), source_(source), fd_(std::move(fd)), buf_(buf) {}
-
   // Reads block `nr` into the reader's buffer and returns it.
+  // A block number past the end is the metadata's fault: Internal.
   Result<const uint8_t*> Read(uint64_t nr) {
+    if (nr >= nr_blocks_)
+      return Status::Internal(path_ + ": block " + std::to_string(nr) + " is past its end");
     const ssize_t n = pread(fd_.get(), buf_.get(), kMetaBlock, static_cast<off_t>(nr * kMetaBlock));
     if (n < 0) return Status::FromErrno(errno, "read block " + std::to_string(nr) + " of " + path_);
     if (static_cast<size_t>(n) != kMetaBlock) {
@@ -210,6 +235,7 @@ class MetadataReader {
   MetadataSource source_;
   UniqueFd fd_;
   std::unique_ptr<uint8_t, FreeDeleter> buf_;
+  uint64_t nr_blocks_;
 };
 
 // The mappings of device `id` stamped at or after `min_time`, or (`own`)

@@ -219,6 +219,53 @@ TEST_F(ThinMetadataTest, ATornNodeIsRefusedByItsChecksum) {
   EXPECT_NE(one.status().ToString().find("checksum"), std::string::npos) << one.status().ToString();
 }
 
+// A btree whose internal node names one child twice (a cycle, or garbage that
+// passes its checksums) is refused, not walked once per path through it.
+TEST_F(ThinMetadataTest, ANodeReachedTwiceIsRefused) {
+  auto le32 = [](const std::vector<uint8_t>& b, size_t at) {
+    uint32_t v;
+    std::memcpy(&v, b.data() + at, 4);
+    return le32toh(v);
+  };
+  auto le64 = [](const std::vector<uint8_t>& b, size_t at) {
+    uint64_t v;
+    std::memcpy(&v, b.data() + at, 8);
+    return le64toh(v);
+  };
+  // node_header is 32 bytes; max_entries at 20; keys, then values, follow.
+  auto value_at = [&](const std::vector<uint8_t>& node, uint32_t i) {
+    return 32 + size_t{le32(node, 20)} * 8 + i * 8;
+  };
+  // The top-level tree (one leaf): thin id -> that device's tree.
+  const std::vector<uint8_t> top = ReadBlock(le64(ReadBlock(0), 320));
+  uint32_t i = 0;
+  while (le64(top, 32 + i * 8) != 3) ++i;
+  const uint64_t root = le64(top, value_at(top, i));
+  std::vector<uint8_t> node = ReadBlock(root);
+  ASSERT_EQ(le32(node, 4), 1u) << "device 3's 600 mappings need an internal root";
+  ASSERT_GE(le32(node, 16), 2u);
+  std::memcpy(node.data() + value_at(node, 1), node.data() + value_at(node, 0), 8);
+  const uint32_t csum = htole32(ext2fs_crc32c_le(~0u, node.data() + 4, kMetaBlock - 4) ^ 121107);
+  std::memcpy(node.data(), &csum, 4);
+  {
+    std::fstream f(meta_, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(root * kMetaBlock));
+    f.write(reinterpret_cast<const char*>(node.data()), kMetaBlock);
+  }
+  auto three = ReadThinMappings(meta_, MetadataSource::kOfflineFile, 3, kBlock);
+  EXPECT_EQ(three.status().code(), Code::kInternal);
+  EXPECT_NE(three.status().ToString().find("reached twice"), std::string::npos)
+      << three.status().ToString();
+}
+
+TEST_F(ThinMetadataTest, ABlockPastTheEndIsInternal) {
+  std::vector<uint8_t> super = ReadBlock(0);
+  PutLe64(super, 320, uint64_t{1} << 60);  // the mapping root, far past the file's end
+  WriteSuperblock(0, super);
+  auto one = ReadThinMappings(meta_, MetadataSource::kOfflineFile, 1, kBlock);
+  EXPECT_EQ(one.status().code(), Code::kInternal) << one.status().ToString();
+}
+
 TEST_F(ThinMetadataTest, GarbageIsRefused) {
   // Block 0 zeroed: no superblock.
   {
