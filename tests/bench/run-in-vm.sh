@@ -9,7 +9,8 @@
 # first the kernel's floor on it (dm_floor_bench: the same operations with
 # libdevmapper alone), then thinsnapd on it (root dir and socket in the
 # guest's /tmp), the bench, which prints its figures beside the targets set
-# against that floor, then a clean daemon exit and pool teardown. devmapper: the same bench against
+# against that floor, then where the daemon's time went (each RPC's and pool operation's count
+# and mean, from its /metrics), a clean daemon exit and pool teardown. devmapper: the same bench against
 # containerd's own devmapper snapshotter, served in-process by proxybench on a
 # pool of its own. both: one after the other, for a side-by-side reading.
 # metrics: the overhead of metrics_address: two thinsnapds on two identical
@@ -123,6 +124,19 @@ daemon_start() {
   started_pid=$pid
 }
 
+# daemon_time_figures LABEL ADDRESS: where the daemon's time went during the bench, from its
+# /metrics: each RPC's and each pool operation's count and mean, beside the floor's figures.
+daemon_time_figures() {
+  curl -sf "http://$2/metrics" >"$work/$1-scrape.txt" || fail "GET http://$2/metrics"
+  echo "$1 server side (count, mean ms), from /metrics:"
+  awk '/^thinsnap_(grpc_request|dm_operation)_duration_seconds_(sum|count)[{]/ {
+      match($0, /(method|operation)="[^"]*"/); split(substr($0, RSTART, RLENGTH), kv, "\"")
+      what = ($0 ~ /^thinsnap_grpc/ ? "rpc " : "dm  ") kv[2]
+      if ($0 ~ /_sum[{]/) sum[what] = $2; else count[what] = $2 }
+    END { for (w in count) if (count[w] > 0) printf "  %-28s %6d %9.2f\n", w, count[w], 1000 * sum[w] / count[w] }' \
+    "$work/$1-scrape.txt" | sort
+}
+
 # run_thinsnap [LABEL [THINSNAPD_ARGS...]]; with floor=1, the kernel's floor first, on the same pool.
 run_thinsnap() {
   local label=${1:-thinsnap}
@@ -136,11 +150,17 @@ run_thinsnap() {
     targets=(-floor "$work/floor.txt")
   fi
   rm -rf "$work/thinsnapd-root"  # a fresh thinsnapd for the fresh pool
-  daemon_start thinsnapd "$name" "$@"
+  local -a metrics=()
+  if [ "${floor_first:-0}" = 1 ]; then
+    ip link set lo up
+    metrics=(--metrics-address 127.0.0.1:9502)
+  fi
+  daemon_start thinsnapd "$name" "${metrics[@]}" "$@"
   daemon_pid=$started_pid
   # Its figures are also kept in $work/bench.out, for comparisons across runs.
   "$bench" -label "$label" -socket "$work/thinsnapd.sock" "${targets[@]}" "${bench_args[@]}" |
     tee -a "$work/bench.out" || fail "proxybench against thinsnapd"
+  [ ${#metrics[@]} -eq 0 ] || daemon_time_figures "$label" 127.0.0.1:9502
   local pid=$daemon_pid rc=0
   daemon_pid=
   kill -TERM "$pid"
