@@ -502,10 +502,8 @@ class DmPool final : public ThinPool {
   Result<T> ReadMetadata(
       const std::function<Result<T>(const std::string& meta, MetadataSource source)>& read,
       bool wait_for_snapshot) {
-    auto table = PoolTable();
-    if (!table.ok()) return table.status();
     DevNode node;
-    THINSNAP_RETURN_IF_ERROR(node.Find(table->metadata_dev));
+    THINSNAP_RETURN_IF_ERROR(FindMetadataDevice(node));
     Result<T> live = read(node.path(), MetadataSource::kLive);
     if (live.status().code() != Code::kUnavailable) return live;
     spdlog::info("pool {}: {}; reading a metadata snapshot instead", name_,
@@ -517,11 +515,18 @@ class DmPool final : public ThinPool {
       return live;
     }
     Result<T> held = live.status();
-    THINSNAP_RETURN_IF_ERROR(WithMetadataSnapLocked([&](const std::string& meta) {
+    THINSNAP_RETURN_IF_ERROR(WithMetadataSnapLocked(node.path(), [&](const std::string& meta) {
       held = read(meta, MetadataSource::kHeldSnapshot);
       return held.status();
     }));
     return held;
+  }
+
+  // A node of the pool's metadata device, as its table names it.
+  Status FindMetadataDevice(DevNode& node) {
+    auto table = PoolTable();
+    if (!table.ok()) return table.status();
+    return node.Find(table->metadata_dev);
   }
 
   // Holds a metadata snapshot of the pool (exact, and safe to read while the
@@ -530,16 +535,16 @@ class DmPool final : public ThinPool {
   Status WithMetadataSnap(const std::function<Status(const std::string& meta)>& read) {
     // The pool holds at most one metadata snapshot; these calls take turns.
     std::lock_guard<std::mutex> snap_lock(meta_snap_mu_);
-    return WithMetadataSnapLocked(read);
-  }
-  // The same, with meta_snap_mu_ held by the caller.
-  Status WithMetadataSnapLocked(const std::function<Status(const std::string& meta)>& read) {
-    auto table = PoolTable();
-    if (!table.ok()) return table.status();
     DevNode node;
-    THINSNAP_RETURN_IF_ERROR(node.Find(table->metadata_dev));
+    THINSNAP_RETURN_IF_ERROR(FindMetadataDevice(node));
+    return WithMetadataSnapLocked(node.path(), read);
+  }
+  // The same, with meta_snap_mu_ held by the caller and the metadata device
+  // at `meta`.
+  Status WithMetadataSnapLocked(const std::string& meta,
+                                const std::function<Status(const std::string& meta)>& read) {
     THINSNAP_RETURN_IF_ERROR(ReserveMetadataSnap());
-    Status st = read(node.path());
+    Status st = read(meta);
     Status released;
     {
       std::lock_guard<std::mutex> lock(msg_mu_);

@@ -267,18 +267,14 @@ Result<std::vector<ByteRange>> ConsistentMappings(MetadataReader& reader, Metada
     auto super = reader.ReadSuperblock();
     if (!super.ok()) return super.status();
     auto out = Mappings(reader, *super, id, own, block_bytes);
-    if (source != MetadataSource::kLive) {
-      if (out.status().code() == Code::kNotFound)
-        return Status::NotFound("thin id " + std::to_string(id) + " is not in " + path);
-      return out;
+    if (source == MetadataSource::kLive) {
+      // A failed walk may be a torn one too: only the superblock can tell.
+      auto after = reader.ReadSuperblock();
+      if (!after.ok() || after->bytes != super->bytes) continue;
     }
-    // A failed walk may be a torn one too: only the superblock can tell.
-    auto after = reader.ReadSuperblock();
-    if (after.ok() && after->bytes == super->bytes) {
-      if (out.status().code() == Code::kNotFound)
-        return Status::NotFound("thin id " + std::to_string(id) + " is not in " + path);
-      return out;
-    }
+    if (out.status().code() == Code::kNotFound)
+      return Status::NotFound("thin id " + std::to_string(id) + " is not in " + path);
+    return out;
   }
   return Status::Unavailable(path + ": the pool committed during each of " +
                              std::to_string(attempts) + " reads of thin id " + std::to_string(id));
