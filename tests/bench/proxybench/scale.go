@@ -49,6 +49,7 @@ var (
 	scaleChain     = flag.Int("scale-chain", 20, "committed snapshots per chain in the scale bench")
 	scaleActivePct = flag.Int("scale-active-percent", 10, "percentage of the scale bench's snapshots left active")
 	scalePhase     = flag.String("scale-phase", "build", "scale bench phase: build, restart, restart-remove, compare or list")
+	scaleLists     = flag.Int("scale-lists", 5, "timed Lists in each phase that lists (more, to profile the server)")
 	scaleSamples   = flag.Int("scale-samples", 40, "timed Prepares for each Prepare p50 of the scale bench")
 	scaleWorkers   = flag.Int("scale-workers", 1, "chains built at once by the scale bench; 1 by default: with 2, a dm create once failed to find its /dev/mapper node on a loaded machine")
 	scaleEmpty     = flag.String("scale-empty-socket", "", "compare phase: socket of a thinsnapd on an empty pool")
@@ -324,11 +325,11 @@ func scaleAfterRestart(b *bench, l layout, socket string) {
 		float64(l.total)/all.Seconds())
 }
 
-// scaleList times five Walks of all the snapshots, which must be exactly
-// the layout's.
+// scaleList times -scale-lists Walks of all the snapshots, which must be
+// exactly the layout's.
 func scaleList(b *bench, l layout) {
 	var walks []time.Duration
-	for i := 0; i < 5; i++ {
+	for i := 0; i < *scaleLists || i == 0; i++ {
 		got, all, took := counts(b)
 		if got[snapshots.KindCommitted] != l.total-l.active || got[snapshots.KindActive] != l.active || all != l.total {
 			fatalf("expected %d committed and %d active snapshots, found %v of %d", l.total-l.active, l.active, got, all)
@@ -339,8 +340,8 @@ func scaleList(b *bench, l layout) {
 	if *scalePhase == "list" {
 		target = "the VM's target: < 200 ms; this is the fake pool on the host"
 	}
-	fmt.Printf("%-9s List (Walk) of all %d: first %s, median of 5 %s (%s)\n",
-		*label, l.total, ms(walks[0]), ms(newStats(walks).pct(50)), target)
+	fmt.Printf("%-9s List (Walk) of all %d: first %s, median of %d %s (%s)\n",
+		*label, l.total, ms(walks[0]), len(walks), ms(newStats(walks).pct(50)), target)
 }
 
 // scaleBuildUntimed builds the layout as scaleBuild does, one call at a time,
