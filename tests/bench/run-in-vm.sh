@@ -27,7 +27,9 @@
 # Prepare p50 empty and full (one after the other, and interleaved with a
 # second thinsnapd on an empty pool), then thinsnapd stopped and started twice, timed
 # from exec to a served Stat, List, and the removal of them all. Fewer with
-# `-- -scale-snapshots N`.
+# `-- -scale-snapshots N`. With THINSNAP_BENCH_BASELINE_DAEMON=<thinsnapd binary>, that build
+# also restarts on the same pool between the two, labelled "baseline": start-up and List before
+# and after in one run.
 #
 # The figures are printed, never judged; the script fails only if an
 # operation, the daemon's exit or the teardown fails.
@@ -349,6 +351,16 @@ run_scale() {
   daemon_pid=$!
   "$bench" "${args[@]}" -scale-phase restart -scale-exec-ns "$t0" || fail "proxybench -scale-phase restart"
   daemon_stop
+  if [ -n "${THINSNAP_BENCH_BASELINE_DAEMON:-}" ]; then
+    [ -x "$THINSNAP_BENCH_BASELINE_DAEMON" ] || fail "$THINSNAP_BENCH_BASELINE_DAEMON is not executable"
+    t0=$(date +%s%N)
+    "$THINSNAP_BENCH_BASELINE_DAEMON" --root "$work/thinsnapd-root" --socket "$work/thinsnapd.sock" \
+      --pool "$name" --log-level info >>"$work/thinsnapd.log" 2>&1 &
+    daemon_pid=$!
+    "$bench" "${args[@]}" -label baseline -scale-phase restart -scale-exec-ns "$t0" ||
+      fail "proxybench -scale-phase restart (baseline)"
+    daemon_stop
+  fi
   ip link set lo up
   t0=$(date +%s%N)
   "$thinsnapd" --root "$work/thinsnapd-root" --socket "$work/thinsnapd.sock" --pool "$name" \
