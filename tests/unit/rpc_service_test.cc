@@ -376,8 +376,8 @@ TEST_F(RpcServiceTest, ListStreamsInBatchesOfAtMostOneHundred) {
   EXPECT_EQ(names, expected);
 }
 
-// List reuses one message for every batch: nothing of a snapshot in one batch
-// may show up on another in the next.
+// Each Info carries its own snapshot's fields only: nothing of one snapshot
+// may show up on another, in its batch or the next.
 TEST_F(RpcServiceTest, ListBatchesCarryOnlyEachSnapshotsOwnFields) {
   MakeLayer("layer");
   for (int i = 0; i < 250; ++i) {
@@ -416,9 +416,9 @@ TEST_F(RpcServiceTest, ListBatchesCarryOnlyEachSnapshotsOwnFields) {
   EXPECT_EQ(seen, 251);
 }
 
-// List sends each batch as it is read, and the walk holds the store's lock
-// only while it reads a page: a client that stops reading mid-List stalls
-// that List alone, and the rest of the listing arrives when it reads again.
+// A client that stops reading mid-List stalls that List alone: the walk is
+// done before the first batch is sent, and the rest of the listing arrives
+// when the client reads again.
 TEST_F(RpcServiceTest, AListNobodyReadsBlocksNoOtherCall) {
   const std::string big(4000, 'x');  // 1.2 MB in all: past the stream's window
   for (int i = 0; i < 300; ++i) {
