@@ -13,7 +13,7 @@
 #include <fstream>
 #include <functional>
 #include <mutex>
-#include <set>
+#include <shared_mutex>
 #include <thread>
 
 #include "base/failpoint.h"
@@ -22,6 +22,7 @@
 #include "dm/device_mapper.h"
 #include "dm/pool_resize.h"
 #include "dm/thin.h"
+#include "pool/thin_id_locks.h"
 #include "pool/thin_metadata.h"
 
 namespace thinsnap {
@@ -114,8 +115,7 @@ class DmPool final : public ThinPool {
 
   Status CreateThin(ThinId id) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
-    std::lock_guard<std::mutex> lock(msg_mu_);
-    return dm::SendCreateThin(name_, id);
+    return SendMessage(id, [&] { return dm::SendCreateThin(name_, id); });
   }
 
   Status CreateSnap(ThinId id, ThinId origin) override {
@@ -127,7 +127,7 @@ class DmPool final : public ThinPool {
     auto info = dm::GetInfo(ThinName(origin));
     if (!info.ok()) return info.status();
     if (!info->exists) return SnapMessage(id, origin);
-    OriginHold hold(this, origin);
+    ThinIdLocks::Hold origin_lock(origin_locks_, origin);
     // The kernel requires a live origin to be quiescent while its mappings
     // are shared. Resume no matter what happened after the suspend attempt:
     // a device left suspended hangs every I/O to it.
@@ -140,8 +140,7 @@ class DmPool final : public ThinPool {
 
   Status Delete(ThinId id) override {
     THINSNAP_RETURN_IF_ERROR(CheckId(id));
-    std::lock_guard<std::mutex> lock(msg_mu_);
-    return dm::SendDelete(name_, id);
+    return SendMessage(id, [&] { return dm::SendDelete(name_, id); });
   }
 
   // Concurrent callers share readings, so a burst of Prepares (each checks
@@ -384,7 +383,7 @@ class DmPool final : public ThinPool {
   }
 
   Status Grow(uint64_t data_bytes, uint64_t meta_bytes) override {
-    std::lock_guard<std::mutex> lock(msg_mu_);  // no pool message during the reload
+    std::unique_lock reload(reload_mu_);  // no pool message during the reload
     auto grown = dm::GrowLoopPool(name_, data_bytes, meta_bytes);
     return grown.ok() ? Status::Ok() : grown.status();
   }
@@ -427,28 +426,18 @@ class DmPool final : public ThinPool {
   }
 
  private:
-  // Serialises CreateSnap calls on one origin; others proceed.
-  class OriginHold {
-   public:
-    OriginHold(DmPool* pool, ThinId origin) : pool_(pool), origin_(origin) {
-      std::unique_lock<std::mutex> lock(pool_->origins_mu_);
-      pool_->origins_cv_.wait(lock, [&] { return !pool_->origins_.contains(origin_); });
-      pool_->origins_.insert(origin_);
-    }
-    ~OriginHold() {
-      {
-        std::lock_guard<std::mutex> lock(pool_->origins_mu_);
-        pool_->origins_.erase(origin_);
-      }
-      pool_->origins_cv_.notify_all();
-    }
-    OriginHold(const OriginHold&) = delete;
-    OriginHold& operator=(const OriginHold&) = delete;
-
-   private:
-    DmPool* pool_;
-    ThinId origin_;
-  };
+  // Runs `send`, a pool message that creates or deletes thin id `id`.
+  // Messages on distinct ids run side by side: the kernel applies each under
+  // its metadata lock, and their commits overlap, so a burst of Prepares
+  // shares metadata writes. Messages on one id take turns: dm-thin looks for
+  // an existing id only among committed devices, so two creates of one id
+  // before a commit corrupt the pool (tests/vm/dm_stress.cc). The caller
+  // hands out ids, so that never happens here; the turn makes it impossible.
+  Status SendMessage(ThinId id, const std::function<Status()>& send) {
+    std::shared_lock reload(reload_mu_);
+    ThinIdLocks::Hold lock(message_locks_, id);
+    return send();
+  }
 
   std::string ThinName(ThinId id) const { return name_ + kThinInfix + std::to_string(id); }
   // A dm uuid for the device `name` of this pool: unique while the name is
@@ -547,7 +536,7 @@ class DmPool final : public ThinPool {
     Status st = read(meta);
     Status released;
     {
-      std::lock_guard<std::mutex> lock(msg_mu_);
+      std::shared_lock reload(reload_mu_);
       released = dm::SendReleaseMetadataSnap(name_);
     }
     return st.ok() ? released : st;
@@ -610,8 +599,7 @@ class DmPool final : public ThinPool {
   }
 
   Status SnapMessage(ThinId id, ThinId origin) {
-    std::lock_guard<std::mutex> lock(msg_mu_);
-    return dm::SendCreateSnap(name_, id, origin);
+    return SendMessage(id, [&] { return dm::SendCreateSnap(name_, id, origin); });
   }
 
   Status ResumeOrigin(ThinId origin) {
@@ -625,7 +613,7 @@ class DmPool final : public ThinPool {
   }
 
   Status ReserveMetadataSnap() {
-    std::lock_guard<std::mutex> lock(msg_mu_);
+    std::shared_lock reload(reload_mu_);
     Status st = dm::SendReserveMetadataSnap(name_);
     if (st.code() != Code::kUnavailable) return st;
     // EBUSY: a snapshot is already held, left by a process that died between
@@ -680,7 +668,9 @@ class DmPool final : public ThinPool {
   const uint64_t block_bytes_;
   const bool discards_reach_data_;
 
-  std::mutex msg_mu_;  // serialises pool messages
+  // Pool messages hold it shared; Grow's table reload holds it alone.
+  std::shared_mutex reload_mu_;
+  ThinIdLocks message_locks_;  // see SendMessage
 
   // QueryStatus readings, shared by concurrent callers.
   std::mutex status_mu_;
@@ -691,9 +681,9 @@ class DmPool final : public ThinPool {
   Result<PoolStatus> status_last_ = Status::Unavailable("no pool status read yet");
   std::mutex meta_snap_mu_;  // one metadata snapshot at a time (ListThinIds)
 
-  std::mutex origins_mu_;
-  std::condition_variable origins_cv_;
-  std::set<ThinId> origins_;  // origins being snapshotted by CreateSnap
+  // A live origin's suspend, create_snap and resume take turns with any
+  // other CreateSnap of it.
+  ThinIdLocks origin_locks_;
 };
 
 }  // namespace

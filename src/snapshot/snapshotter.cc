@@ -7,6 +7,7 @@
 
 #include "base/failpoint.h"
 #include "metadata/filter.h"
+#include "pool/thin_id_locks.h"
 #include "snapshot/grown_origins.h"
 #include "snapshot/reclaimer.h"
 #include "snapshot/reconciler.h"
@@ -82,7 +83,7 @@ struct Snapshotter::Impl {
   std::unique_ptr<Filesystem> fs;
   const SnapshotterOptions opts;
   ThinIdAllocator ids;
-  ThinIdLocks id_locks;
+  ThinIdLocks id_locks;  // Commit, Remove and Cleanup of one device take turns
   BaseDevice base;
   StartupReconcile startup;
   std::mutex update_mu;  // serialises label read-modify-write

@@ -1,10 +1,8 @@
-// Thin-id bookkeeping: allocation of 24-bit ids, and per-id locks.
+// Thin-id bookkeeping: allocation of 24-bit ids.
 #pragma once
 
-#include <condition_variable>
 #include <map>
 #include <mutex>
-#include <set>
 #include <vector>
 
 #include "base/status.h"
@@ -39,28 +37,6 @@ class ThinIdAllocator {
   // ids came from elsewhere) costs a few entries, not one per gap below them.
   std::map<ThinId, ThinId> free_;
   ThinId cursor_ = 0;
-};
-
-// Serialises operations on one snapshot's device (Commit against Remove)
-// without a global lock: different ids never wait for each other.
-class ThinIdLocks {
- public:
-  class Hold {
-   public:
-    Hold(ThinIdLocks& locks, ThinId id);
-    ~Hold();
-    Hold(const Hold&) = delete;
-    Hold& operator=(const Hold&) = delete;
-
-   private:
-    ThinIdLocks& locks_;
-    ThinId id_;
-  };
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::set<ThinId> held_;
 };
 
 }  // namespace thinsnap
