@@ -10,7 +10,9 @@
 # libdevmapper alone), then thinsnapd on it (root dir and socket in the
 # guest's /tmp), the bench, which prints its figures beside the targets set
 # against that floor, then where the daemon's time went (each RPC's and pool operation's count
-# and mean, from its /metrics), a clean daemon exit and pool teardown. devmapper: the same bench against
+# and mean, from its /metrics), a clean daemon exit and pool teardown. With
+# THINSNAP_BENCH_BASELINE_DAEMON=<thinsnapd binary>, that build runs all of it first, on a pool of
+# its own, labelled "baseline": before/after in one run. devmapper: the same bench against
 # containerd's own devmapper snapshotter, served in-process by proxybench on a
 # pool of its own. both: one after the other, for a side-by-side reading.
 # metrics: the overhead of metrics_address: two thinsnapds on two identical
@@ -384,7 +386,13 @@ run_scale() {
 
 log "proxybench mode $mode, $(nproc) CPUs"
 case "$mode" in
-  thinsnap) floor_first=1 run_thinsnap ;;
+  thinsnap)
+    if [ -n "${THINSNAP_BENCH_BASELINE_DAEMON:-}" ]; then
+      [ -x "$THINSNAP_BENCH_BASELINE_DAEMON" ] || fail "$THINSNAP_BENCH_BASELINE_DAEMON is not executable"
+      thinsnapd=$THINSNAP_BENCH_BASELINE_DAEMON floor_first=1 run_thinsnap baseline
+    fi
+    floor_first=1 run_thinsnap
+    ;;
   devmapper) run_devmapper ;;
   both)
     run_thinsnap
