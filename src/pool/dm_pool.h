@@ -5,10 +5,9 @@
 // alone, so the pool's live devices can be listed and reconciled without any
 // other state. Their tables reference the pool by major:minor, not by path.
 //
-// Concurrency: pool messages on different thin ids run side by side, and
-// messages on one id take turns (two creates of one id before a metadata
-// commit corrupt the pool); none runs during Grow's table reload. Metadata
-// snapshots are held one at a time. Activation, deactivation and status
+// Concurrency: pool messages are serialised by a per-pool mutex (the kernel
+// serialises them anyway, and the metadata snapshot used by ListThinIds must
+// not interleave with a second one). Activation, deactivation and status
 // queries take no lock. CreateSnap of an active origin additionally
 // serialises with other CreateSnaps of the same origin, so that no origin is
 // resumed while another snapshot of it is still being taken; the caller must

@@ -17,8 +17,8 @@
 // activate, suspend + resume, status, remove, delete), where NotFound,
 // AlreadyExists, Unavailable and the kernel's EINVAL for a suspend or resume
 // that lost a race are legitimate too. Any other result fails the run. Pool
-// messages on one thin id take turns and messages on distinct ids run at once,
-// as in DmPool (see Stress::CreateThin); all else runs at once.
+// messages go one at a time, as in DmPool (see Stress::CreateThin); all else
+// runs at once.
 //
 // Issue 15: libdevmapper keeps pending /dev/mapper node operations on one
 // process-wide list without a lock; threads that reach it at once corrupt it.
@@ -52,7 +52,6 @@
 #include "base/subprocess.h"
 #include "dm/device_mapper.h"
 #include "dm/thin.h"
-#include "pool/thin_id_locks.h"
 
 // The sanitizers' settings belong to the test, not to whoever runs it: stop
 // at the first report, with a failing exit status, and look for leaks.
@@ -213,25 +212,24 @@ class Stress {
     return st;
   }
 
-  // Pool messages on one id take turns, as in DmPool (ThinIdLocks). The kernel
-  // runs concurrent ones side by side, and they are not safe on one id:
-  // create_thin and create_snap look for an existing id only in the committed
-  // device details (__create_thin, __create_snap in dm-thin-metadata.c), and
-  // pool_message commits after the operation has dropped its lock. A second
-  // create of an id made but not yet committed overwrites its mapping tree,
-  // then fails with EEXIST and removes it; seen here as "space map common:
-  // unable to decrement block" and a pool gone read-only. Messages on
-  // distinct ids, including create_snaps of one origin, run at once.
+  // Pool messages go one at a time, as in DmPool. The kernel runs concurrent
+  // ones side by side, and they are not safe on one id: create_thin and
+  // create_snap look for an existing id only in the committed device details
+  // (__create_thin, __create_snap in dm-thin-metadata.c), and pool_message
+  // commits after the operation has dropped its lock. A second create of an
+  // id made but not yet committed overwrites its mapping tree, then fails
+  // with EEXIST and removes it; seen here as "space map common: unable to
+  // decrement block" and a pool gone read-only.
   Status CreateThin(uint32_t id) {
-    ThinIdLocks::Hold lock(message_locks_, id);
+    std::lock_guard lock(messages_mu_);
     return dm::SendCreateThin(pool_, id);
   }
   Status CreateSnap(uint32_t id, uint32_t origin) {
-    ThinIdLocks::Hold lock(message_locks_, id);
+    std::lock_guard lock(messages_mu_);
     return dm::SendCreateSnap(pool_, id, origin);
   }
   Status Delete(uint32_t id) {
-    ThinIdLocks::Hold lock(message_locks_, id);
+    std::lock_guard lock(messages_mu_);
     return dm::SendDelete(pool_, id);
   }
 
@@ -409,7 +407,7 @@ class Stress {
   Tally* const tally_;
   std::atomic<uint64_t> removals_{0};
   std::atomic<uint64_t> renames_{0};
-  ThinIdLocks message_locks_;
+  std::mutex messages_mu_;
 };
 
 // Every device has its node and every node in /dev/mapper is the node of an
