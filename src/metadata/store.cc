@@ -152,6 +152,7 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& path) {
     THINSNAP_RETURN_IF_ERROR(store->db_.Exec(pragma).Annotate(pragma));
   }
   THINSNAP_RETURN_IF_ERROR(store->Migrate());
+  THINSNAP_RETURN_IF_ERROR(store->LoadVisible());
   return store;
 }
 
@@ -229,6 +230,10 @@ Result<SnapshotRecord> Store::Get(std::string_view key) {
 
 Result<SnapshotRecord> Store::GetById(int64_t id) {
   std::lock_guard lock(mu_);
+  return GetByIdLocked(id);
+}
+
+Result<SnapshotRecord> Store::GetByIdLocked(int64_t id) {
   auto st = db_.Prepare(std::string(kSelectSnapshot) + "WHERE s.id = ?");
   if (!st.ok()) return st.status();
   st->Bind(1, id);
@@ -236,42 +241,54 @@ Result<SnapshotRecord> Store::GetById(int64_t id) {
 }
 
 Status Store::ForEach(const std::function<Status(const SnapshotRecord&)>& fn) {
+  constexpr size_t kPage = 512;
+  int64_t after = 0;
+  for (;;) {
+    const std::vector<VisibleSnapshots::Record> page = visible_.Page(after, kPage);
+    for (const auto& r : page) THINSNAP_RETURN_IF_ERROR(fn(*r));
+    if (page.size() < kPage) return Status::Ok();
+    after = page.back()->id;
+  }
+}
+
+Status Store::LoadVisible() {
   constexpr int kPage = 512;
+  std::lock_guard lock(mu_);
+  Txn txn(db_);  // one consistent reading of every page
+  THINSNAP_RETURN_IF_ERROR(txn.begin_status());
   int64_t after = 0;
   for (;;) {
     std::vector<SnapshotRecord> page;
-    {
-      std::lock_guard lock(mu_);
-      auto st = db_.Prepare(std::string(kSelectSnapshot) +
-                            "WHERE s.ready = 1 AND s.id > ? ORDER BY s.id LIMIT " +
-                            std::to_string(kPage));
-      if (!st.ok()) return st.status();
-      st->Bind(1, after);
-      for (;;) {
-        auto row = st->Step();
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        page.push_back(ReadRecord(*st));
-      }
-      if (page.empty()) return Status::Ok();
-      auto ls = db_.Prepare(
-          "SELECT snapshot_id, name, value FROM labels WHERE snapshot_id BETWEEN ? AND ?"
-          " ORDER BY snapshot_id");
-      if (!ls.ok()) return ls.status();
-      ls->Bind(1, page.front().id).Bind(2, page.back().id);
-      auto it = page.begin();
-      for (;;) {
-        auto row = ls->Step();
-        if (!row.ok()) return row.status();
-        if (!*row) break;
-        const int64_t sid = ls->Int(0);
-        while (it != page.end() && it->id < sid) ++it;
-        if (it != page.end() && it->id == sid) it->info.labels[ls->Text(1)] = ls->Text(2);
-      }
+    auto st =
+        db_.Prepare(std::string(kSelectSnapshot) +
+                    "WHERE s.ready = 1 AND s.id > ? ORDER BY s.id LIMIT " + std::to_string(kPage));
+    if (!st.ok()) return st.status();
+    st->Bind(1, after);
+    for (;;) {
+      auto row = st->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      page.push_back(ReadRecord(*st));
+    }
+    if (page.empty()) return txn.Commit();
+    auto ls = db_.Prepare(
+        "SELECT snapshot_id, name, value FROM labels WHERE snapshot_id BETWEEN ? AND ?"
+        " ORDER BY snapshot_id");
+    if (!ls.ok()) return ls.status();
+    ls->Bind(1, page.front().id).Bind(2, page.back().id);
+    auto it = page.begin();
+    for (;;) {
+      auto row = ls->Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      const int64_t sid = ls->Int(0);
+      while (it != page.end() && it->id < sid) ++it;
+      if (it != page.end() && it->id == sid) it->info.labels[ls->Text(1)] = ls->Text(2);
     }
     after = page.back().id;
-    for (const auto& r : page) THINSNAP_RETURN_IF_ERROR(fn(r));
-    if (static_cast<int>(page.size()) < kPage) return Status::Ok();
+    const bool last = static_cast<int>(page.size()) < kPage;
+    for (SnapshotRecord& r : page) visible_.Put(std::move(r));
+    if (last) return txn.Commit();
   }
 }
 
@@ -365,7 +382,11 @@ Status Store::FinishCreate(const PendingCreate& pending) {
   if (!up.ok()) return up.status();
   THINSNAP_RETURN_IF_ERROR(up->Bind(1, pending.snapshot_id).Exec());
   THINSNAP_RETURN_IF_ERROR(DropIntentLocked(pending.intent_id));
-  return txn.Commit();
+  auto visible = GetByIdLocked(pending.snapshot_id);
+  if (!visible.ok()) return visible.status();
+  THINSNAP_RETURN_IF_ERROR(txn.Commit());
+  visible_.Put(std::move(visible).value());
+  return Status::Ok();
 }
 
 Status Store::AbortCreate(const PendingCreate& pending) {
@@ -407,7 +428,11 @@ Status Store::Commit(std::string_view key, std::string_view name, const Labels& 
       .Bind(8, active->id);
   THINSNAP_RETURN_IF_ERROR(up->Exec());
   THINSNAP_RETURN_IF_ERROR(WriteLabels(active->id, labels));
-  return txn.Commit();
+  auto committed = GetByIdLocked(active->id);
+  if (!committed.ok()) return committed.status();
+  THINSNAP_RETURN_IF_ERROR(txn.Commit());
+  visible_.Put(std::move(committed).value());
+  return Status::Ok();
 }
 
 Result<Intent> Store::BeginRemove(std::string_view key) {
@@ -458,6 +483,7 @@ Result<Intent> Store::BeginRemove(std::string_view key) {
   if (!forget.ok()) return forget.status();
   THINSNAP_RETURN_IF_ERROR(forget->Bind(1, static_cast<int64_t>(rec->thin_id)).Exec());
   THINSNAP_RETURN_IF_ERROR(txn.Commit());
+  visible_.Erase(rec->id);
   return intent;
 }
 
@@ -475,6 +501,7 @@ Result<SnapshotRecord> Store::SetLabels(std::string_view key, const Labels& labe
   THINSNAP_RETURN_IF_ERROR(txn.Commit());
   rec->info.labels = labels;
   rec->info.updated_ns = now_ns;
+  visible_.Put(*rec);
   return rec;
 }
 

@@ -23,8 +23,10 @@
 #include <vector>
 
 #include "base/status.h"
+#include "metadata/snapshot_record.h"
 #include "metadata/snapshot_types.h"
 #include "metadata/sqlite_db.h"
+#include "metadata/visible_snapshots.h"
 #include "pool/pool.h"
 
 namespace thinsnap {
@@ -38,17 +40,6 @@ Status ValidateKey(std::string_view what, std::string_view key);
 // InvalidArgument if any label's key+value exceeds kMaxLabelBytes, or a
 // label key is empty or holds a NUL byte.
 Status ValidateLabels(const Labels& labels);
-
-struct SnapshotRecord {
-  int64_t id = 0;  // internal, never reused
-  Info info;
-  ThinId thin_id = 0;
-  uint64_t size_bytes = 0;
-  // Recorded when committed: what the device held at that moment.
-  uint64_t mapped_bytes = 0;
-  int64_t usage_bytes = 0;
-  int64_t usage_inodes = 0;
-};
 
 enum class IntentOp { kCreate = 1, kDelete = 2 };
 
@@ -119,8 +110,10 @@ class Store {
 
   // --- Reads: only snapshots whose creation finished are visible. ---
   Result<SnapshotRecord> Get(std::string_view key);
-  // Visits every visible snapshot in creation order. The callback runs
-  // outside the database lock, in pages.
+  // Visits every visible snapshot in creation order, from memory
+  // (visible_snapshots.h): it reads no database and takes no lock the
+  // writers hold across I/O. The callback runs outside every lock, in pages;
+  // a snapshot made or removed meanwhile may or may not be visited.
   Status ForEach(const std::function<Status(const SnapshotRecord&)>& fn);
   // The parent's record, for usage arithmetic.
   Result<SnapshotRecord> GetById(int64_t id);
@@ -189,17 +182,23 @@ class Store {
  private:
   explicit Store(Db db) : db_(std::move(db)) {}
   Status Migrate();
+  // Fills visible_ from the database (at Open).
+  Status LoadVisible();
   // The *Locked helpers run inside a caller's transaction, under mu_.
   Result<Intent> InsertIntentLocked(IntentOp op, ThinId thin_id);
   Status DropIntentLocked(int64_t intent_id);
   Status AdvanceCursorLocked(ThinId allocated);
   Result<SnapshotRecord> GetByKeyLocked(std::string_view key, bool visible_only);
+  Result<SnapshotRecord> GetByIdLocked(int64_t id);
   Result<SnapshotRecord> ReadOneLocked(Stmt& st);
   Status LoadLabels(int64_t id, Labels* labels);
   Status WriteLabels(int64_t id, const Labels& labels);
 
   std::mutex mu_;
   Db db_;
+  // Changed under mu_, after the transaction that changed the database has
+  // committed; read without it.
+  VisibleSnapshots visible_;
 };
 
 }  // namespace thinsnap

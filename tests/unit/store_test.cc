@@ -3,7 +3,12 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <atomic>
+#include <cstdio>
 #include <filesystem>
+#include <map>
+#include <random>
+#include <thread>
 
 namespace thinsnap {
 namespace {
@@ -165,6 +170,141 @@ TEST(StoreTest, ForEachPagesWithLabels) {
   });
   EXPECT_EQ(st.code(), Code::kInternal);
   EXPECT_EQ(calls, 3);
+}
+
+// Every field ForEach hands out, as one comparable line.
+std::vector<std::string> Walked(Store& s) {
+  std::vector<std::string> out;
+  EXPECT_TRUE(s.ForEach([&](const SnapshotRecord& r) {
+                 std::string line =
+                     std::to_string(r.id) + "|" + r.info.name + "|" + r.info.parent + "|" +
+                     KindName(r.info.kind) + "|" + std::to_string(r.info.created_ns) + "|" +
+                     std::to_string(r.info.updated_ns) + "|" + std::to_string(r.thin_id) + "|" +
+                     std::to_string(r.size_bytes) + "|" + std::to_string(r.mapped_bytes) + "|" +
+                     std::to_string(r.usage_bytes) + "|" + std::to_string(r.usage_inodes);
+                 for (const auto& [k, v] : r.info.labels) line += "|" + k + "=" + v;
+                 out.push_back(std::move(line));
+                 return Status::Ok();
+               }).ok());
+  return out;
+}
+
+// ForEach walks an in-memory copy of the visible snapshots, which each
+// transaction changes after it commits. After every step of a random mix of
+// creates (finished, aborted, left unfinished, refused), commits, removals and
+// label changes, successful or refused, that copy walks exactly what a store
+// opened afresh on the same file reads from the database.
+TEST(StoreTest, TheWalkAlwaysEqualsTheDatabase) {
+  auto dir = std::filesystem::temp_directory_path() / ("store-walk-" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "meta.db").string();
+  auto opened = Store::Open(path);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Store& s = **opened;
+  std::mt19937 rng(7);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  auto key = [&] { return "k" + std::to_string(pick(40)); };
+  ThinId next_id = 1;
+  std::vector<PendingCreate> unfinished;
+  std::map<std::string, int> outcomes;
+  for (int step = 0; step < 1500; ++step) {
+    const int64_t now = 1000 + step;
+    Status st;
+    std::string op;
+    switch (pick(6)) {
+      case 0:
+      case 1: {
+        op = "create";
+        NewSnapshot n = Snap(key(), pick(3) == 0 ? "" : key(), next_id++);
+        n.kind = pick(4) == 0 ? Kind::kView : Kind::kActive;
+        n.labels = {{"step", std::to_string(step)}};
+        n.now_ns = now;
+        auto p = s.BeginCreate(n);
+        st = p.status();
+        if (p.ok()) {
+          const int end = pick(4);
+          if (end <= 1) st = s.FinishCreate(*p);
+          if (end == 2) st = s.AbortCreate(*p);
+          if (end == 3) unfinished.push_back(*p);
+        }
+        break;
+      }
+      case 2:
+        op = "commit";
+        st = s.Commit(key(), key(), {{"committed", std::to_string(step)}},
+                      CommitUsage{static_cast<uint64_t>(step), step, step}, now);
+        break;
+      case 3:
+        op = "remove";
+        st = s.BeginRemove(key()).status();
+        break;
+      case 4:
+        op = "labels";
+        st = s.SetLabels(key(), {{"set", std::to_string(step)}, {"x", "y"}}, now).status();
+        break;
+      default:
+        op = "drop unfinished";
+        if (!unfinished.empty()) {
+          st = s.DropUnfinished(unfinished.back().snapshot_id);
+          unfinished.pop_back();
+        }
+        break;
+    }
+    ++outcomes[op + " " + std::string(CodeName(st.code()))];
+    auto fresh = Store::Open(path);
+    ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+    ASSERT_EQ(Walked(s), Walked(**fresh))
+        << "after step " << step << ": " << op << " -> " << st.ToString();
+  }
+  std::string tally;
+  for (const auto& [what, n] : outcomes) tally += " " + what + ":" + std::to_string(n);
+  std::printf("outcomes:%s; %zu visible at the end\n", tally.c_str(), Walked(s).size());
+  // Each kind of change happened, and so did refusals.
+  for (const char* expected : {"create OK", "create AlreadyExists", "commit OK", "commit NotFound",
+                               "remove OK", "remove FailedPrecondition", "labels OK"}) {
+    EXPECT_GT(outcomes[expected], 0) << expected;
+  }
+  opened->reset();
+  std::filesystem::remove_all(dir);
+}
+
+// Walks run while snapshots come and go: each sees its snapshots once, in
+// creation order, each record whole.
+TEST(StoreTest, WalksDuringChangesSeeWholeRecordsInOrder) {
+  auto s = OpenMemory();
+  for (ThinId i = 1; i <= 600; ++i) MustCreate(*s, Snap("base" + std::to_string(i), "", i));
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (ThinId i = 1000; i < 1400; ++i) {
+      const std::string k = "w" + std::to_string(i);
+      MustCreate(*s, Snap(k, "", i));
+      EXPECT_TRUE(s->SetLabels(k, {{"n", k}}, 7).ok());
+      EXPECT_TRUE(s->BeginRemove(k).ok());
+    }
+    done = true;
+  });
+  int walks = 0;
+  while (!done || walks == 0) {
+    int64_t last = 0;
+    int bases = 0;
+    ASSERT_TRUE(s->ForEach([&](const SnapshotRecord& r) {
+                   EXPECT_GT(r.id, last);
+                   last = r.id;
+                   if (r.info.name.starts_with("base")) {
+                     ++bases;
+                     EXPECT_EQ(r.info.labels.at("l"), "v");
+                   } else if (r.info.labels.count("n")) {
+                     EXPECT_EQ(r.info.labels.at("n"), r.info.name);
+                     EXPECT_EQ(r.info.updated_ns, 7);
+                   }
+                   return Status::Ok();
+                 }).ok());
+    EXPECT_EQ(bases, 600);
+    ++walks;
+  }
+  writer.join();
+  EXPECT_EQ(Walked(*s).size(), 600u);
 }
 
 TEST(StoreTest, BaseDeviceIsRecordedWithItsIntent) {
