@@ -230,10 +230,6 @@ Result<SnapshotRecord> Store::Get(std::string_view key) {
 
 Result<SnapshotRecord> Store::GetById(int64_t id) {
   std::lock_guard lock(mu_);
-  return GetByIdLocked(id);
-}
-
-Result<SnapshotRecord> Store::GetByIdLocked(int64_t id) {
   auto st = db_.Prepare(std::string(kSelectSnapshot) + "WHERE s.id = ?");
   if (!st.ok()) return st.status();
   st->Bind(1, id);
@@ -340,6 +336,11 @@ Result<PendingCreate> Store::BeginCreate(const NewSnapshot& s) {
   THINSNAP_RETURN_IF_ERROR(st);
   pending.snapshot_id = db_.LastInsertId();
   THINSNAP_RETURN_IF_ERROR(WriteLabels(pending.snapshot_id, s.labels));
+  SnapshotRecord& r = pending.record;
+  r.id = pending.snapshot_id;
+  r.info = Info{s.key, s.parent, s.kind, s.labels, s.now_ns, s.now_ns};
+  r.thin_id = s.thin_id;
+  r.size_bytes = pending.size_bytes;
   auto intent = db_.Prepare("INSERT INTO intents (op, thin_id, snapshot_id) VALUES (?, ?, ?)");
   if (!intent.ok()) return intent.status();
   THINSNAP_RETURN_IF_ERROR(intent->Bind(1, static_cast<int64_t>(IntentOp::kCreate))
@@ -382,10 +383,8 @@ Status Store::FinishCreate(const PendingCreate& pending) {
   if (!up.ok()) return up.status();
   THINSNAP_RETURN_IF_ERROR(up->Bind(1, pending.snapshot_id).Exec());
   THINSNAP_RETURN_IF_ERROR(DropIntentLocked(pending.intent_id));
-  auto visible = GetByIdLocked(pending.snapshot_id);
-  if (!visible.ok()) return visible.status();
   THINSNAP_RETURN_IF_ERROR(txn.Commit());
-  visible_.Put(std::move(visible).value());
+  visible_.Put(pending.record);
   return Status::Ok();
 }
 
@@ -428,10 +427,16 @@ Status Store::Commit(std::string_view key, std::string_view name, const Labels& 
       .Bind(8, active->id);
   THINSNAP_RETURN_IF_ERROR(up->Exec());
   THINSNAP_RETURN_IF_ERROR(WriteLabels(active->id, labels));
-  auto committed = GetByIdLocked(active->id);
-  if (!committed.ok()) return committed.status();
   THINSNAP_RETURN_IF_ERROR(txn.Commit());
-  visible_.Put(std::move(committed).value());
+  SnapshotRecord& r = *active;
+  r.info.name = name;
+  r.info.kind = Kind::kCommitted;
+  r.info.labels = labels;
+  r.info.created_ns = r.info.updated_ns = now_ns;
+  r.mapped_bytes = usage.mapped_bytes;
+  r.usage_bytes = usage.usage_bytes;
+  r.usage_inodes = usage.usage_inodes;
+  visible_.Put(std::move(r));
   return Status::Ok();
 }
 

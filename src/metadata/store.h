@@ -87,6 +87,7 @@ struct PendingCreate {
   uint64_t parent_mapped_bytes = 0;
   uint64_t parent_size_bytes = 0;  // 0 for a root snapshot
   uint64_t size_bytes = 0;         // as recorded: max(asked, the parent's)
+  SnapshotRecord record;           // what FinishCreate makes visible
 };
 
 // What the metadata holds, for monitoring.
@@ -189,7 +190,6 @@ class Store {
   Status DropIntentLocked(int64_t intent_id);
   Status AdvanceCursorLocked(ThinId allocated);
   Result<SnapshotRecord> GetByKeyLocked(std::string_view key, bool visible_only);
-  Result<SnapshotRecord> GetByIdLocked(int64_t id);
   Result<SnapshotRecord> ReadOneLocked(Stmt& st);
   Status LoadLabels(int64_t id, Labels* labels);
   Status WriteLabels(int64_t id, const Labels& labels);
