@@ -19,10 +19,6 @@ namespace thinsnap {
 
 namespace {
 
-// Idle gRPC handler threads kept between calls: more than the concurrent calls a busy node makes
-// (churn runs 16 clients), few enough that an idle daemon holds little (each is a parked thread).
-constexpr int kIdleHandlerThreads = 32;
-
 // True if `dir` has no entries other than `name`.
 Result<bool> HoldsOnly(const std::string& dir, const std::string& name) {
   DIR* d = opendir(dir.c_str());
@@ -156,12 +152,6 @@ Result<std::unique_ptr<Server>> Server::Start(const std::string& socket_path,
   builder.AddListeningPort("unix:" + socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(service);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
-  // gRPC's sync server keeps at most MAX_POLLERS idle handler threads (default 2). Every call
-  // beyond those in a burst made its handler create a thread before serving it, and the thread
-  // exited when the burst was over: 14 clone/mmap/munmap cycles per burst of 16 Prepares. Keeping
-  // up to kIdleHandlerThreads idle threads lets bursts reuse them.
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
-                              kIdleHandlerThreads);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<UnparsableRequestInterceptorFactory>());
   for (auto& extra : options.interceptors) interceptors.push_back(std::move(extra));

@@ -9,20 +9,15 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <future>
-#include <iterator>
 #include <map>
-#include <mutex>
 #include <set>
 #include <thread>
-#include <utility>
-#include <vector>
 
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "fake/fake_pool.h"
@@ -566,79 +561,6 @@ class SlowService final : public v1::Snapshots::Service {
     return grpc::Status::OK;
   }
 };
-
-// A service whose Stat holds each call until `burst` calls are in at once, so
-// that each is served by a thread of its own, and notes which thread that was.
-class BurstService final : public v1::Snapshots::Service {
- public:
-  explicit BurstService(int burst) : burst_(burst) {}
-  grpc::Status Stat(grpc::ServerContext*, const v1::StatSnapshotRequest*,
-                    v1::StatSnapshotResponse*) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    threads_.insert(gettid());
-    const int gathered = (++arrived_ + burst_ - 1) / burst_ * burst_;  // this call's burst is in
-    cv_.notify_all();
-    if (!cv_.wait_for(lock, std::chrono::seconds(10), [&] { return arrived_ >= gathered; })) {
-      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the burst never gathered");
-    }
-    return grpc::Status::OK;
-  }
-  // The threads that served calls since the last call of this.
-  std::set<pid_t> TakeThreads() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return std::exchange(threads_, {});
-  }
-
- private:
-  const int burst_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  std::set<pid_t> threads_;
-};
-
-// gRPC's sync server used to end every handler thread beyond two once its call
-// was done, so each burst of calls paid for creating its threads again.
-TEST_F(ServerTest, LaterBurstsOfCallsReuseTheFirstBurstsThreads) {
-  constexpr int kBurst = 16;
-  const std::string path = dir_ + "/thinsnap.sock";
-  BurstService service(kBurst);
-  auto server = Server::Start(path, &service);
-  ASSERT_TRUE(server.ok()) << server.status().ToString();
-  auto stub = Connect(path);
-  auto burst = [&] {
-    std::vector<std::future<grpc::Status>> calls;
-    for (int i = 0; i < kBurst; ++i) {
-      calls.push_back(std::async(std::launch::async, [&] {
-        grpc::ClientContext context;
-        v1::StatSnapshotRequest request;
-        request.set_key("k");
-        v1::StatSnapshotResponse response;
-        return stub->Stat(&context, request, &response);
-      }));
-    }
-    for (auto& call : calls) {
-      const grpc::Status status = call.get();
-      EXPECT_TRUE(status.ok()) << status.error_message();
-    }
-    return service.TakeThreads();
-  };
-  EXPECT_EQ(burst().size(), size_t{kBurst});
-  // The threads alive after the first burst (gRPC also keeps a spare poller).
-  std::set<pid_t> alive;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    alive.insert(std::stoi(task.path().filename().string()));
-  }
-  for (int round = 2; round <= 4; ++round) {
-    const std::set<pid_t> served = burst();
-    EXPECT_EQ(served.size(), size_t{kBurst});
-    std::vector<pid_t> fresh;
-    std::set_difference(served.begin(), served.end(), alive.begin(), alive.end(),
-                        std::back_inserter(fresh));
-    EXPECT_TRUE(fresh.empty()) << "burst " << round << " was served by " << fresh.size()
-                               << " threads created after the first burst";
-  }
-}
 
 TEST_F(ServerTest, RemovesStaleSocketAndServes) {
   const std::string path = dir_ + "/thinsnap.sock";
