@@ -1,7 +1,8 @@
 // fake_thinsnapd: thinsnapd's serving stack (SQLite store, Snapshotter, gRPC
 // server) over the in-memory fake pool and filesystem, on a unix socket, so
-// that containerd's proxy client can be benchmarked on the host without
-// device-mapper or a VM (tests/bench/list-on-host.sh). Never shipped.
+// that containerd's proxy client can be benchmarked without device-mapper: on
+// the host (tests/bench/list-on-host.sh), and in the VM beside the real pool,
+// as the daemon's and the client's own share (run-in-vm.sh). Never shipped.
 //
 //   fake_thinsnapd DIR    # metadata in DIR, socket DIR/thinsnapd.sock
 //

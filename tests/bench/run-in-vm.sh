@@ -12,7 +12,9 @@
 # against that floor, then where the daemon's time went (each RPC's and pool operation's count
 # and mean, from its /metrics), a clean daemon exit and pool teardown. With
 # THINSNAP_BENCH_BASELINE_DAEMON=<thinsnapd binary>, that build runs all of it first, on a pool of
-# its own, labelled "baseline": before/after in one run. devmapper: the same bench against
+# its own, labelled "baseline": before/after in one run. Last, the same bench over
+# fake_thinsnapd (thinsnap's serving stack on the in-memory fake pool) against the same floor,
+# labelled "fake-pool": the daemon's and the client's share without device-mapper. devmapper: the same bench against
 # containerd's own devmapper snapshotter, served in-process by proxybench on a
 # pool of its own. both: one after the other, for a side-by-side reading.
 # metrics: the overhead of metrics_address: two thinsnapds on two identical
@@ -63,13 +65,14 @@ ctl=$build/tools/thinsnapctl
 thinsnapd=${THINSNAP_BENCH_DAEMON:-$build/src/daemon/thinsnapd}
 bench=$build/tests/bench/proxybench/proxybench
 floor=$build/tests/bench/dm_floor_bench
-for bin in "$ctl" "$thinsnapd" "$bench" "$floor"; do
-  [ -x "$bin" ] || fail "$bin not built (targets thinsnapctl thinsnapd proxybench_bin dm_floor_bench)"
+fake=$build/tests/bench/fake_thinsnapd
+for bin in "$ctl" "$thinsnapd" "$bench" "$floor" "$fake"; do
+  [ -x "$bin" ] || fail "$bin not built (targets thinsnapctl thinsnapd proxybench_bin dm_floor_bench fake_thinsnapd)"
 done
 
 work=$(mktemp -d /tmp/thinsnap-bench.XXXXXX)
 daemon_pid=
-extra_pids=()  # the metrics mode's second daemon and scrape loop
+extra_pids=()  # background processes besides the daemon under test (stopped on exit)
 pools=()
 cleanup() {
   local rc=$?
@@ -139,6 +142,28 @@ daemon_time_figures() {
       if ($0 ~ /_sum[{]/) sum[what] = $2; else count[what] = $2 }
     END { for (w in count) if (count[w] > 0) printf "  %-28s %6d %9.2f\n", w, count[w], 1000 * sum[w] / count[w] }' \
     "$work/$1-scrape.txt" | sort
+}
+
+# run_fake_pool: the same bench over fake_thinsnapd, thinsnap's serving stack (gRPC, SQLite,
+# the Snapshotter) on the in-memory fake pool, against the last run's floor: what the daemon and
+# the client cost without device-mapper, in this VM run. Labelled "fake-pool".
+run_fake_pool() {
+  local dir=$work/fake-pool pid _
+  mkdir "$dir"
+  "$fake" "$dir" >"$dir/out" 2>"$dir/log" &
+  pid=$!
+  for _ in $(seq 600); do
+    grep -q '^ready$' "$dir/out" && break
+    kill -0 "$pid" 2>/dev/null || { cat "$dir/log" >&2; fail "fake_thinsnapd exited"; }
+    sleep 0.1
+  done
+  grep -q '^ready$' "$dir/out" || fail "fake_thinsnapd was not ready within 60 s"
+  extra_pids+=("$pid")
+  "$bench" -label fake-pool -socket "$dir/thinsnapd.sock" -floor "$work/floor.txt" "${bench_args[@]}" |
+    tee -a "$work/bench.out" || fail "proxybench against fake_thinsnapd"
+  kill -TERM "$pid"
+  wait "$pid" || fail "fake_thinsnapd exited with $?"
+  extra_pids=()
 }
 
 # run_thinsnap [LABEL [THINSNAPD_ARGS...]]; with floor=1, the kernel's floor first, on the same pool.
@@ -392,6 +417,7 @@ case "$mode" in
       thinsnapd=$THINSNAP_BENCH_BASELINE_DAEMON floor_first=1 run_thinsnap baseline
     fi
     floor_first=1 run_thinsnap
+    run_fake_pool
     ;;
   devmapper) run_devmapper ;;
   both)
