@@ -14,9 +14,9 @@
 # THINSNAP_BENCH_BASELINE_DAEMON=<thinsnapd binary>, that build runs all of it first, on a pool of
 # its own, labelled "baseline": before/after in one run. Last, the same bench over
 # fake_thinsnapd (thinsnap's serving stack on the in-memory fake pool) against the same floor,
-# labelled "fake-pool": the daemon's and the client's share without device-mapper. devmapper: the same bench against
-# containerd's own devmapper snapshotter, served in-process by proxybench on a
-# pool of its own. both: one after the other, for a side-by-side reading.
+# labelled "fake-pool": the daemon's and the client's share without device-mapper.
+# devmapper: the same bench against containerd's own devmapper snapshotter, served in-process by
+# proxybench on a pool of its own. both: one after the other, for a side-by-side reading.
 # metrics: the overhead of metrics_address: two thinsnapds on two identical
 # pools, one without metrics and one serving /metrics (scraped every second
 # meanwhile, as a busy Prometheus would), and single Prepares interleaved

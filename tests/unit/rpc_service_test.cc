@@ -171,7 +171,6 @@ class RpcServiceTest : public ::testing::Test {
     std::sort(names.begin(), names.end());
     return names;
   }
-  // A committed root layer named `name`.
   // 300 snapshots with a 4,000-byte label each: a List of 1.2 MB, past a
   // stream's flow-control window.
   void PrepareBigListing() {
@@ -183,6 +182,7 @@ class RpcServiceTest : public ::testing::Test {
     }
   }
 
+  // A committed root layer named `name`.
   void MakeLayer(const std::string& name, const std::string& parent = "") {
     ASSERT_TRUE(Prepare(name + "-active", parent).ok());
     ASSERT_TRUE(Commit(name, name + "-active").ok());
